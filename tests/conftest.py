@@ -1,0 +1,44 @@
+"""Shared fixtures: the golden reference folder and small readers for its files.
+
+The folder comes from `CLVP_REFERENCE_DIR` (default `../shared/reference` beside the repo). Tests read every
+size and case list from its JSON, so any folder of the same layout (other seeds, other tiny configs) passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _reference_dir() -> Path:
+    return Path(os.environ.get("CLVP_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference")).resolve()
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    path = _reference_dir()
+    if not (path / "README.md").is_file():
+        pytest.fail(f"golden reference folder not found at {path}; set CLVP_REFERENCE_DIR to it")
+    return path
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(2)
+    yield

@@ -1,0 +1,112 @@
+"""Model dimensions and special token ids, one frozen dataclass per model.
+
+The released Tortoise sizes are named once here (``*.RELEASED``); tests build tiny
+models from the same classes with other numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """Special ids shared by the text front end, the decoder, CLVP and trimming."""
+
+    text_start: int = 255
+    text_stop: int = 0  # also the text padding id; tts() appends one before the AR adds its own
+    space: int = 2  # '[SPACE]' in the BPE vocabulary
+    mel_start: int = 8192
+    mel_stop: int = 8193  # also the padding id of finished candidates
+    calm: int = 83  # what fix_speech_decoder_output writes after the stop token
+    fix_tail: tuple[int, int, int] = (45, 45, 248)  # the original overwrites each row's last three codes with these
+    calm_run_to_trim: int = 9  # latents are cut at the 9th consecutive calm token (quirk 15)
+
+
+TOKENS = TokenIds()
+
+
+class _FromDict:
+    """Build a config from a JSON-style dict, rejecting unknown keys with a clear message."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**converted)  # type: ignore[call-arg]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class AutoregressiveConfig(_FromDict):
+    """Dimensions of the GPT-2 style speech-token decoder (`UnifiedVoice`) and its conditioning encoder."""
+
+    layers: int = 30
+    model_dim: int = 1024
+    heads: int = 16
+    max_text_tokens: int = 402
+    max_mel_tokens: int = 604
+    max_conditioning_inputs: int = 2
+    number_text_tokens: int = 255  # the text embedding has number_text_tokens + 1 rows
+    number_mel_codes: int = 8194
+    mel_length_compression: int = 1024  # audio samples per speech token (22.05 kHz)
+    mel_channels: int = 80  # conditioning mel bands
+    conditioning_attn_blocks: int = 6
+    layer_norm_eps: float = 1e-5
+
+    RELEASED: ClassVar["AutoregressiveConfig"]
+
+    def __post_init__(self) -> None:
+        if self.model_dim % self.heads:
+            raise ValueError(f"model_dim {self.model_dim} is not divisible by heads {self.heads}")
+
+    @property
+    def text_vocab(self) -> int:
+        return self.number_text_tokens + 1
+
+    @property
+    def mel_positions(self) -> int:
+        """Rows of the learned mel position table (start + stop + conditioning slots)."""
+        return self.max_mel_tokens + 2 + self.max_conditioning_inputs
+
+    @property
+    def text_positions(self) -> int:
+        return self.max_text_tokens + 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_dim // self.heads
+
+
+AutoregressiveConfig.RELEASED = AutoregressiveConfig()
+
+
+@dataclass(frozen=True)
+class ClvpConfig(_FromDict):
+    """Dimensions of CLVP, the contrastive text/speech scorer (x-transformers encoders)."""
+
+    dim_text: int = 768
+    dim_speech: int = 768
+    dim_latent: int = 768
+    num_text_tokens: int = 256
+    text_enc_depth: int = 20
+    text_heads: int = 12
+    num_speech_tokens: int = 8192
+    speech_enc_depth: int = 20
+    speech_heads: int = 12
+    text_seq_len: int = 350
+    speech_seq_len: int = 430
+    dim_head: int = 64  # x-transformers' default: q/k/v project dim -> heads * 64, whatever dim is
+    ff_mult: int = 2
+    rotary_dim: int = 32  # rotary embedding on the first 32 channels of each head
+
+    RELEASED: ClassVar["ClvpConfig"]
+
+
+ClvpConfig.RELEASED = ClvpConfig()

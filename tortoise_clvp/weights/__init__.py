@@ -1,0 +1,1 @@
+"""Checkpoint formats: the original Tortoise .pth files, Hugging Face's CLVP layout and our native safetensors."""
