@@ -1,0 +1,223 @@
+"""The speech-token decoder: conditioning encoder, GPT-2 style transformer with a static KV cache, and heads.
+
+One module holds what the original spreads over `UnifiedVoice`, `GPT2InferenceModel` and
+`ConditioningEncoder`. Attention runs through `scaled_dot_product_attention`; decoding uses
+`prefill` once per prompt and `decode_step` per token against preallocated cache buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import TOKENS, AutoregressiveConfig
+
+
+def group_norm_groups(channels: int) -> int:
+    """The original's GroupNorm group count: 32, fewer for narrow layers, halved until it divides."""
+    groups = 8 if channels <= 16 else 16 if channels <= 64 else 32
+    while channels % groups:
+        groups //= 2
+    return groups
+
+
+class ConditioningAttention(nn.Module):
+    """Pre-norm self-attention over mel frames, residual; works on (B, C, T) like the original's 1x1 convs."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(group_norm_groups(channels), channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)  # output rows laid out [q all heads; k; v]
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, t = x.shape
+        qkv = self.qkv(self.norm(x.float()).to(x.dtype))  # (B, 3C, T)
+        q, k, v = qkv.view(b, 3, self.heads, c // self.heads, t).transpose(-1, -2).unbind(1)  # each (B, H, T, d)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d)
+        h = h.transpose(-1, -2).reshape(b, c, t)
+        return x + self.proj_out(h)
+
+
+class ConditioningEncoder(nn.Module):
+    """Mel (B, 80, T) -> one vector per clip (B, C): the first frame after the attention stack (quirk 6)."""
+
+    def __init__(self, mel_channels: int, dim: int, heads: int, blocks: int):
+        super().__init__()
+        self.init = nn.Conv1d(mel_channels, dim, 1)
+        self.blocks = nn.Sequential(*(ConditioningAttention(dim, heads) for _ in range(blocks)))
+
+    def forward(self, mel: Tensor) -> Tensor:
+        return self.blocks(self.init(mel))[:, :, 0]
+
+
+class KVCache(nn.Module):
+    """Static key/value buffers (B, H, max_len, d), written at the positions being computed.
+
+    A one-row write (a prompt prefilled once) broadcasts to every row, so all candidates share it.
+    """
+
+    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        shape = (batch, heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        rows = k.shape[0]
+        return self.k[:rows, :, :end], self.v[:rows, :, :end]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.cache: KVCache | None = None
+
+    def forward(self, x: Tensor, start: int | None) -> Tensor:
+        """`start` is the cache position of x's first row, or None for a plain causal pass without cache."""
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
+        if start is not None and self.cache is not None:
+            k, v = self.cache.update(start, k, v)
+        if t == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # one new row sees everything before it
+        elif k.shape[2] == t:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # a chunk appended after cached rows: row i sees cache + chunk[: i + 1]
+            mask = torch.ones(t, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - t)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, 4 * dim)
+        self.proj = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))  # GPT-2's gelu_new
+
+
+class Block(nn.Module):
+    def __init__(self, config: AutoregressiveConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.model_dim, eps=config.layer_norm_eps)
+        self.attn = SelfAttention(config.model_dim, config.heads)
+        self.ln_2 = nn.LayerNorm(config.model_dim, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.model_dim)
+
+    def forward(self, x: Tensor, start: int | None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class AutoregressiveModel(nn.Module):
+    """Tortoise's speech-token decoder. Sequence layout: [conditioning latent, text (start..stop), mel codes]."""
+
+    def __init__(self, config: AutoregressiveConfig):
+        super().__init__()
+        self.config = config
+        dim = config.model_dim
+        self.conditioning_encoder = ConditioningEncoder(
+            config.mel_channels, dim, config.heads, config.conditioning_attn_blocks
+        )
+        self.text_embedding = nn.Embedding(config.text_vocab, dim)
+        self.text_pos = nn.Embedding(config.text_positions, dim)
+        self.mel_embedding = nn.Embedding(config.number_mel_codes, dim)
+        self.mel_pos = nn.Embedding(config.mel_positions, dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.final_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.text_head = nn.Linear(dim, config.text_vocab)
+        self.mel_head = nn.Linear(dim, config.number_mel_codes)
+
+    # conditioning -----------------------------------------------------------------------------------------------
+    def get_conditioning(self, mels: Tensor) -> Tensor:
+        """Conditioning mels (B, clips, 80, T) or (clips, 80, T) -> latent (B, C) averaged over clips."""
+        if mels.dim() == 3:
+            mels = mels.unsqueeze(1)
+        b, n, m, t = mels.shape
+        latents = self.conditioning_encoder(mels.reshape(b * n, m, t))  # (B*clips, C)
+        return latents.view(b, n, -1).mean(dim=1)
+
+    # embeddings -------------------------------------------------------------------------------------------------
+    def embed_prompt(self, cond_latent: Tensor, text_ids: Tensor) -> Tensor:
+        """(B, C) latent and (B, T) text ids already wrapped in start/stop -> prompt (B, 1 + T, C)."""
+        positions = torch.arange(text_ids.shape[1], device=text_ids.device)
+        text = self.text_embedding(text_ids) + self.text_pos(positions)
+        return torch.cat([cond_latent.unsqueeze(1).to(text.dtype), text], dim=1)
+
+    def embed_mel(self, codes: Tensor, positions: Tensor) -> Tensor:
+        """(B, M) codes at mel positions (M,) -> (B, M, C)."""
+        return self.mel_embedding(codes) + self.mel_pos(positions)
+
+    def wrap_text(self, text_ids: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T + 2) with the start and stop text tokens the decoder was trained with."""
+        text_ids = F.pad(text_ids, (1, 0), value=TOKENS.text_start)
+        return F.pad(text_ids, (0, 1), value=TOKENS.text_stop)
+
+    # transformer ------------------------------------------------------------------------------------------------
+    def transformer(self, x: Tensor, start: int | None = None) -> Tensor:
+        """(B, T, C) embeddings -> (B, T, C) hidden states after GPT-2's ln_f."""
+        for block in self.blocks:
+            x = block(x, start)
+        return self.ln_f(x)
+
+    def mel_logits(self, hidden: Tensor) -> Tensor:
+        return self.mel_head(self.final_norm(hidden))
+
+    # static KV cache --------------------------------------------------------------------------------------------
+    def setup_cache(self, batch: int, max_len: int) -> None:
+        """Allocate (or reuse) cache buffers for `batch` rows and sequences up to `max_len` positions."""
+        first = self.blocks[0].attn.cache
+        if first is not None and first.k.shape[0] == batch and first.k.shape[2] >= max_len:
+            return
+        param = self.mel_head.weight
+        for block in self.blocks:
+            block.attn.cache = KVCache(batch, self.config.heads, max_len, self.config.head_dim, param.dtype, param.device)
+
+    def release_cache(self) -> None:
+        for block in self.blocks:
+            block.attn.cache = None
+
+    @torch.inference_mode()
+    def prefill(self, x: Tensor, start: int = 0) -> Tensor:
+        """Run embeddings (B, T, C) into the cache from `start`; return the last row's mel logits (B, V)."""
+        hidden = self.transformer(x, start)
+        return self.mel_logits(hidden[:, -1])
+
+    @torch.inference_mode()
+    def decode_step(self, codes: Tensor, mel_position: int, cache_position: int) -> Tensor:
+        """One new code per row (B,) at `mel_position`, stored at `cache_position` -> mel logits (B, V)."""
+        positions = torch.tensor([mel_position], device=codes.device)
+        x = self.embed_mel(codes.unsqueeze(1), positions)  # (B, 1, C)
+        return self.mel_logits(self.transformer(x, cache_position)[:, 0])
+
+    # teacher forcing --------------------------------------------------------------------------------------------
+    def teacher_forced(self, cond_latent: Tensor, text_ids: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """The original's training-style pass: returns final-normed hidden states for text and mel parts.
+
+        `text_ids` (B, T) and `codes` (B, M) are raw; start/stop tokens are added here. Returns
+        (text_hidden (B, T + 2, C), mel_hidden (B, M + 2, C)), with the original's alignment: both are read
+        from the sequence shifted by the conditioning slot, so row j predicts input j + 1.
+        """
+        text = self.wrap_text(text_ids)
+        codes = F.pad(F.pad(codes, (0, 1), value=TOKENS.mel_stop), (1, 0), value=TOKENS.mel_start)
+        prompt = self.embed_prompt(cond_latent, text)
+        mel = self.embed_mel(codes, torch.arange(codes.shape[1], device=codes.device))
+        hidden = self.final_norm(self.transformer(torch.cat([prompt, mel], dim=1))[:, 1:])  # (B, T+M+4, C)
+        return hidden[:, : text.shape[1]], hidden[:, -codes.shape[1] :]
+
+    def speech_latents(self, cond_latent: Tensor, text_ids: Tensor, codes: Tensor) -> Tensor:
+        """Latents the diffusion decoder is conditioned on: (B, M, C) for codes (B, M) (quirk 15)."""
+        return self.teacher_forced(cond_latent, text_ids, codes)[1][:, :-2]
+
