@@ -42,3 +42,14 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _deterministic_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def ar_fixture(reference_dir: Path):
+    """(model, cases, config.json) for the tiny original autoregressive checkpoint, loaded through our loader."""
+    from tortoise_clvp.weights._ar_pth_draft import autoregressive_config_from_kwargs, load_autoregressive_original
+
+    folder = reference_dir / "models" / "ar_tiny"
+    meta = read_json(folder / "config.json")
+    model = load_autoregressive_original(folder / "autoregressive.pth", autoregressive_config_from_kwargs(meta["kwargs"]))
+    return model.eval(), read_tensors(folder / "cases.safetensors"), meta

@@ -121,7 +121,10 @@ class Block(nn.Module):
 
 
 class AutoregressiveModel(nn.Module):
-    """Tortoise's speech-token decoder. Sequence layout: [conditioning latent, text (start..stop), mel codes]."""
+    """Tortoise's speech-token decoder. Sequence layout: [conditioning latent, text (start..stop), mel codes].
+
+    The original's text head (a training-only next-text-token predictor) is not kept: inference never uses it.
+    """
 
     def __init__(self, config: AutoregressiveConfig):
         super().__init__()
@@ -137,7 +140,6 @@ class AutoregressiveModel(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.final_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.text_head = nn.Linear(dim, config.text_vocab)
         self.mel_head = nn.Linear(dim, config.number_mel_codes)
 
     # conditioning -----------------------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import torch
 from ..config import AutoregressiveConfig
 from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
-from .strict import load_strict, read_torch_checkpoint
+from .strict import check_state_dict, load_strict, read_torch_checkpoint
 
 # heads cannot be read off GPT-2 weight shapes; the released model is the only width we know without a config
 _KNOWN_AR_HEADS = {AutoregressiveConfig.RELEASED.model_dim: AutoregressiveConfig.RELEASED.heads}
 _LEGACY_GPT2_BUFFER = re.compile(r"gpt\.h\.\d+\.attn\.(bias|masked_bias)$")
+_TRAINING_ONLY = re.compile(r"text_head\.(weight|bias)$")  # next-text-token head, unused at inference
 
 _AR_RENAMES = [
     (re.compile(r"conditioning_encoder\.attn\.(\d+)\."), r"conditioning_encoder.blocks.\1."),
@@ -73,10 +74,15 @@ def _deinterleave_heads(tensor: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def autoregressive_state_from_original(state: Mapping[str, torch.Tensor], config: AutoregressiveConfig) -> dict[str, torch.Tensor]:
-    """Rename and reshape an original autoregressive.pth state dict into ours; legacy GPT-2 buffers are dropped."""
+    """Rename and reshape an original autoregressive.pth state dict into ours.
+
+    Dropped after a shape check: the legacy GPT-2 attention buffers and the training-only text head.
+    """
+    dropped = {"text_head.weight": (config.text_vocab, config.model_dim), "text_head.bias": (config.text_vocab,)}
+    check_state_dict(dropped, {k: v for k, v in state.items() if _TRAINING_ONLY.match(k)}, "autoregressive text head")
     ours: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if _LEGACY_GPT2_BUFFER.match(key):
+        if _LEGACY_GPT2_BUFFER.match(key) or _TRAINING_ONLY.match(key):
             continue
         if _GPT2_CONV1D_WEIGHT.match(key):
             value = value.t()

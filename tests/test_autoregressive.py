@@ -1,0 +1,113 @@
+"""The decoder against the original's golden outputs, and the KV cache against the plain forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import read_tensors
+from tortoise_clvp.config import TOKENS, AutoregressiveConfig
+from tortoise_clvp.models.autoregressive import AutoregressiveModel, group_norm_groups
+
+ATOL = 1e-4
+
+
+def _conditioning_mels(reference_dir, meta) -> torch.Tensor:
+    audio = read_tensors(reference_dir / "audio_cases.safetensors")
+    keys = meta["get_conditioning_input"]["audio_cases_keys"]
+    return torch.stack([audio[key][0] for key in keys], 0).unsqueeze(0)  # (1, clips, 80, T)
+
+
+def test_conditioning_latent_matches_original(ar_fixture, reference_dir):
+    model, cases, meta = ar_fixture
+    mels = _conditioning_mels(reference_dir, meta)
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_conditioning(mels), cases["get_conditioning.out"], atol=ATOL, rtol=ATOL)
+        torch.testing.assert_close(model.get_conditioning(mels[0]), cases["get_conditioning_3d.out"], atol=ATOL, rtol=ATOL)
+
+
+def _original_training_inputs(cases, clip_inputs: bool):
+    """The original forward's input formatting: optional clipping, then stop tokens after each wav length."""
+    text = cases["forward.in.text_inputs"]
+    codes = cases["forward.in.mel_codes"].clone()
+    text_lengths, wav_lengths = cases["forward.in.text_lengths"], cases["forward.in.wav_lengths"]
+    if clip_inputs:
+        text = text[:, : int(text_lengths.max())]
+        codes = codes[:, : int(wav_lengths.max()) // 1024]
+    for row, wav_length in enumerate(wav_lengths.tolist()):
+        codes[row, wav_length // 1024 + 1 :] = TOKENS.mel_stop
+    return text, codes
+
+
+def test_teacher_forced_logits_and_losses_match_original(ar_fixture, reference_dir):
+    model, cases, _ = ar_fixture
+    text, codes = _original_training_inputs(cases, clip_inputs=True)
+    cond = cases["forward.in.speech_conditioning_latent"]
+    raw = torch.load(reference_dir / "models" / "ar_tiny" / "autoregressive.pth", weights_only=True)
+    with torch.no_grad():
+        text_hidden, mel_hidden = model.teacher_forced(cond, text, codes)
+        text_logits = F.linear(text_hidden, raw["text_head.weight"], raw["text_head.bias"]).permute(0, 2, 1)
+        mel_logits = model.mel_head(mel_hidden).permute(0, 2, 1)
+    torch.testing.assert_close(text_logits, cases["forward.out.text_logits"], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(mel_logits, cases["forward.out.mel_logits"], atol=ATOL, rtol=ATOL)
+    text_targets = F.pad(model.wrap_text(text)[:, 1:], (0, 1), value=TOKENS.text_stop)
+    mel_targets = F.pad(F.pad(codes, (0, 1), value=TOKENS.mel_stop), (0, 1), value=TOKENS.mel_stop)
+    torch.testing.assert_close(F.cross_entropy(text_logits, text_targets).reshape(1), cases["forward.out.loss_text"], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(F.cross_entropy(mel_logits, mel_targets).reshape(1), cases["forward.out.loss_mel"], atol=ATOL, rtol=ATOL)
+
+
+@pytest.mark.parametrize("clip_inputs", [True, False])
+def test_speech_latents_match_original(ar_fixture, clip_inputs):
+    model, cases, _ = ar_fixture
+    text, codes = _original_training_inputs(cases, clip_inputs)
+    with torch.no_grad():
+        latents = model.speech_latents(cases["forward.in.speech_conditioning_latent"], text, codes)
+    expected = cases[f"forward.out.latent_clip_inputs_{str(clip_inputs).lower()}"]
+    torch.testing.assert_close(latents, expected, atol=ATOL, rtol=ATOL)
+
+
+def _random_model(seed: int, **overrides) -> AutoregressiveModel:
+    torch.manual_seed(seed)
+    config = AutoregressiveConfig(**{"layers": 3, "model_dim": 48, "heads": 6, "max_text_tokens": 30, "max_mel_tokens": 40, **overrides})
+    model = AutoregressiveModel(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 1 / max(param.shape[-1], 1) ** 0.5)
+    return model
+
+
+def test_cached_decoding_equals_full_forward():
+    """Prefill + one decode step per token gives the hidden states of one uncached causal pass."""
+    model = _random_model(0)
+    cond = torch.randn(2, 48)
+    text = model.wrap_text(torch.randint(0, 255, (2, 7)))
+    codes = torch.randint(0, 8192, (2, 9))
+    positions = torch.arange(codes.shape[1])
+    prompt = model.embed_prompt(cond, text)
+    full = torch.cat([prompt, model.embed_mel(codes, positions)], dim=1)
+    with torch.no_grad():
+        expected = model.mel_logits(model.transformer(full))[:, prompt.shape[1] :]
+        model.setup_cache(2, full.shape[1])
+        first = model.prefill(torch.cat([prompt, model.embed_mel(codes[:, :1], positions[:1])], dim=1))
+        steps = [model.decode_step(codes[:, i], i, prompt.shape[1] + i) for i in range(1, codes.shape[1])]
+        model.release_cache()
+    torch.testing.assert_close(torch.stack([first, *steps], dim=1), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_prefill_equals_single_prefill():
+    model = _random_model(1)
+    x = torch.randn(1, 12, 48)
+    with torch.no_grad():
+        model.setup_cache(1, 12)
+        whole = model.prefill(x)
+        model.setup_cache(1, 12)
+        model.prefill(x[:, :5])
+        chunked = model.prefill(x[:, 5:], start=5)
+        model.release_cache()
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels,groups", [(16, 8), (48, 16), (64, 16), (80, 16), (1024, 32), (96, 32), (40, 8)])
+def test_group_norm_groups_follow_the_original_rule(channels, groups):
+    assert group_norm_groups(channels) == groups
