@@ -1,0 +1,388 @@
+"""Loading, saving and conditioning crops of voice clips, against the original's outputs.
+
+Clip names, rates, seeds, crop starts and shapes all come from the reference folder's audio_cases.json.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio.functional as AF
+
+from conftest import read_json, read_tensors
+from tortoise_clvp import audio
+from tortoise_clvp.errors import AudioError
+from tortoise_clvp.mel import load_mel_norms
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def cases(reference_dir):
+    return read_json(reference_dir / "audio_cases.json")
+
+
+@pytest.fixture(scope="module")
+def tensors(reference_dir):
+    return read_tensors(reference_dir / "audio_cases.safetensors")
+
+
+@pytest.fixture(scope="module")
+def mel_norms(reference_dir):
+    return load_mel_norms(reference_dir / "tortoise" / "mel_norms.pth")
+
+
+def _shape(cases, key):
+    return tuple(cases["tensors"][key]["shape"])
+
+
+def _clip_22k(clip, tensors, reference_dir):
+    """The recorded load_audio(path, 22050) where the folder has it, else our own (itself checked above)."""
+    key = f"{clip['name']}.load_audio_22050"
+    if key in tensors:
+        return tensors[key]
+    return audio.load_audio(reference_dir / clip["file"], audio.CONDITIONING_SAMPLE_RATE)
+
+
+def _load_audio_keys(cases, tensors):
+    """(clip, rate, key) for every recorded '<clip>.load_audio_<rate>'."""
+    found = []
+    for clip in cases["clips"]:
+        prefix = f"{clip['name']}.load_audio_"
+        for key in tensors:
+            if key.startswith(prefix) and key[len(prefix) :].isdigit():
+                found.append((clip, int(key[len(prefix) :]), key))
+    return found
+
+
+# load_audio ---------------------------------------------------------------------------------------------------------
+def test_load_audio_matches_every_recorded_clip(cases, tensors, reference_dir):
+    found = _load_audio_keys(cases, tensors)
+    assert found, "no load_audio cases in the reference folder"
+    for clip, rate, key in found:
+        wav = audio.load_audio(reference_dir / clip["file"], rate)
+        assert wav.dtype == torch.float32 and tuple(wav.shape) == _shape(cases, key), key
+        torch.testing.assert_close(wav, tensors[key], atol=ATOL, rtol=0, msg=key)
+
+
+def test_every_clip_loads_mono_clamped_and_resampled(cases, reference_dir):
+    for clip in cases["clips"]:
+        path = reference_dir / clip["file"]
+        raw, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        assert rate == clip["file_rate"] and raw.shape == (clip["samples_in_file"], clip["channels"])
+        wav = audio.load_audio(path, audio.CONDITIONING_SAMPLE_RATE)
+        assert wav.shape[0] == 1
+        expected_len = -(-clip["samples_in_file"] * audio.CONDITIONING_SAMPLE_RATE // clip["file_rate"])
+        assert wav.shape[1] == expected_len, clip["name"]
+        assert wav.abs().max() <= 1.0
+        if np.abs(raw[:, 0]).max() > 1.0:  # the loud float clip: peaks above full scale are clipped
+            assert wav.abs().max() == 1.0
+
+
+def test_load_audio_keeps_channel_zero_not_a_mix(tmp_path):
+    t = np.arange(8000, dtype=np.float32) / 8000
+    left = 0.5 * np.sin(2 * np.pi * 220 * t)
+    right = 0.25 * np.sin(2 * np.pi * 330 * t + 1.0)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(str(path), np.stack([left, right], axis=1), 8000, subtype="FLOAT")
+    wav = audio.load_audio(path, 8000)
+    torch.testing.assert_close(wav, torch.from_numpy(left)[None], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("subtype, read_as, scale", [("PCM_16", "int16", 2**15), ("PCM_32", "int32", 2**31)])
+def test_load_audio_integer_scaling_is_exact(tmp_path, subtype, read_as, scale):
+    rng = np.random.default_rng(0)
+    info = np.iinfo(read_as)
+    ints = rng.integers(info.min, info.max, size=3000, endpoint=True).astype(read_as)
+    ints[:2] = [info.min, info.max]
+    path = tmp_path / f"{subtype}.wav"
+    soundfile.write(str(path), ints, 16000, subtype=subtype)
+    wav = audio.load_audio(path, 16000)
+    expected = torch.from_numpy(ints.astype(np.float32)) / scale  # the original's scipy read then divide
+    torch.testing.assert_close(wav[0], expected.clamp(-1, 1), atol=0, rtol=0)
+    assert wav.min() == -1.0
+
+
+def test_load_audio_reads_flac_and_ogg(tmp_path):
+    t = np.arange(16000, dtype=np.float32) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    for name in ("clip.flac", "clip.ogg"):
+        soundfile.write(str(tmp_path / name), tone, 16000)
+        wav = audio.load_audio(tmp_path / name, 22050)
+        assert wav.shape == (1, 22050) and wav.abs().max() > 0.2
+
+
+def test_load_audio_accepts_str_paths(cases, reference_dir):
+    clip = cases["clips"][0]
+    wav = audio.load_audio(str(reference_dir / clip["file"]), clip["file_rate"])
+    assert wav.shape == (1, clip["samples_in_file"])
+
+
+# load_audio errors --------------------------------------------------------------------------------------------------
+def test_load_audio_missing_file(tmp_path):
+    with pytest.raises(AudioError, match="not found"):
+        audio.load_audio(tmp_path / "nope.wav", 22050)
+
+
+def test_load_audio_directory(tmp_path):
+    with pytest.raises(AudioError, match="directory"):
+        audio.load_audio(tmp_path, 22050)
+
+
+@pytest.mark.parametrize("content", [b"", b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)) * 4])
+def test_load_audio_corrupt_file(tmp_path, content):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(content)
+    with pytest.raises(AudioError, match="cannot decode"):
+        audio.load_audio(path, 22050)
+
+
+def test_load_audio_truncated_real_file(tmp_path, cases, reference_dir):
+    path = tmp_path / "cut.wav"
+    path.write_bytes((reference_dir / cases["clips"][0]["file"]).read_bytes()[:30])
+    with pytest.raises(AudioError):
+        audio.load_audio(path, 22050)
+
+
+def test_load_audio_zero_samples(tmp_path):
+    path = tmp_path / "empty.wav"
+    soundfile.write(str(path), np.zeros((0, 1), dtype=np.int16), 22050, subtype="PCM_16")
+    with pytest.raises(AudioError, match="no samples"):
+        audio.load_audio(path, 22050)
+
+
+def test_load_audio_silent(tmp_path):
+    path = tmp_path / "silence.wav"
+    soundfile.write(str(path), np.zeros(4000, dtype=np.int16), 22050, subtype="PCM_16")
+    with pytest.raises(AudioError, match="silent"):
+        audio.load_audio(path, 22050)
+
+
+def test_load_audio_non_finite(tmp_path):
+    data = np.full(4000, 0.1, dtype=np.float32)
+    data[10] = np.nan
+    path = tmp_path / "nan.wav"
+    soundfile.write(str(path), data, 22050, subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN"):
+        audio.load_audio(path, 22050)
+
+
+@pytest.mark.parametrize("rate", [0, -22050, 22050.0, True])
+def test_load_audio_bad_rate(cases, reference_dir, rate):
+    with pytest.raises(AudioError, match="sample_rate"):
+        audio.load_audio(reference_dir / cases["clips"][0]["file"], rate)
+
+
+# Conditioning -------------------------------------------------------------------------------------------------------
+def test_pad_or_trim():
+    x = torch.arange(1.0, 6.0)[None]
+    assert audio.pad_or_trim(x, 5) is x
+    torch.testing.assert_close(audio.pad_or_trim(x, 3), x[:, :3])
+    torch.testing.assert_close(audio.pad_or_trim(x, 7), torch.tensor([[1.0, 2, 3, 4, 5, 0, 0]]))
+
+
+def test_format_conditioning_matches_every_clip(cases, tensors, mel_norms, reference_dir):
+    checked = 0
+    for clip in cases["clips"]:
+        key = f"{clip['name']}.format_conditioning"
+        if key not in tensors:
+            continue
+        wav = _clip_22k(clip, tensors, reference_dir)
+        seed = clip["format_conditioning_seed"]
+        start = audio.conditioning_crop_start(wav.shape[-1], random.Random(seed))
+        assert start == clip["format_conditioning_crop_start"], clip["name"]
+        got = audio.format_conditioning(wav, mel_norms, random.Random(seed))
+        assert tuple(got.shape) == _shape(cases, key)
+        torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
+        checked += 1
+    assert checked
+
+
+def test_format_conditioning_uses_global_random_without_rng(cases, tensors, mel_norms, reference_dir):
+    cropped = [
+        c for c in cases["clips"]
+        if c["format_conditioning_crop_start"] is not None and f"{c['name']}.format_conditioning" in tensors
+    ]
+    if not cropped:
+        pytest.skip("no clip in this reference folder is long enough to be cropped")
+    clip = cropped[0]
+    wav = _clip_22k(clip, tensors, reference_dir)
+    state = random.getstate()
+    try:
+        random.seed(clip["format_conditioning_seed"])
+        got = audio.format_conditioning(wav, mel_norms)
+    finally:
+        random.setstate(state)
+    torch.testing.assert_close(got, tensors[f"{clip['name']}.format_conditioning"], atol=ATOL, rtol=0)
+
+
+def test_crop_only_draws_when_needed():
+    rng = random.Random(5)
+    before = rng.getstate()
+    short = torch.ones(1, audio.CONDITIONING_SAMPLES - 10)
+    padded = audio.crop_conditioning(short, rng)
+    assert padded.shape == (1, audio.CONDITIONING_SAMPLES) and padded[0, -10:].eq(0).all()
+    exact = torch.ones(1, audio.CONDITIONING_SAMPLES)
+    assert audio.crop_conditioning(exact, rng) is exact
+    assert rng.getstate() == before  # neither consumed randomness, as in the original
+
+    long = torch.arange(float(audio.CONDITIONING_SAMPLES + 100))[None]
+    start = random.Random(5).randint(0, 100)
+    cropped = audio.crop_conditioning(long, rng)
+    assert cropped.shape == (1, audio.CONDITIONING_SAMPLES) and cropped[0, 0].item() == start
+
+
+def test_format_conditioning_refuses_multichannel(mel_norms):
+    with pytest.raises(AudioError, match="mono"):
+        audio.format_conditioning(torch.ones(2, 1000), mel_norms, random.Random(0))
+
+
+def test_diffusion_conditioning_clip_and_mel(cases, tensors, reference_dir):
+    checked = 0
+    for clip in cases["clips"]:
+        name = clip["name"]
+        wav = _clip_22k(clip, tensors, reference_dir)
+        resampled_key = f"{name}.resampled_24000"
+        clip_24k = audio.diffusion_conditioning_clip(wav)
+        assert clip_24k.shape == (1, audio.DIFFUSION_CONDITIONING_SAMPLES)
+        if resampled_key in tensors:
+            assert tuple(tensors[resampled_key].shape) == _shape(cases, resampled_key)
+            expected = audio.pad_or_trim(tensors[resampled_key], audio.DIFFUSION_CONDITIONING_SAMPLES)
+            torch.testing.assert_close(clip_24k, expected, atol=ATOL, rtol=0)
+        key = f"{name}.diffusion_cond_mel"
+        if key in tensors:
+            got = audio.diffusion_conditioning_mel(wav)
+            assert tuple(got.shape) == _shape(cases, key)
+            torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=name)
+            checked += 1
+    assert checked
+
+
+def test_diffusion_conditioning_pads_short_clips():
+    wav = torch.full((1, 22050), 0.1)
+    clip = audio.diffusion_conditioning_clip(wav)
+    n_24k = AF.resample(wav, 22050, 24000).shape[-1]
+    assert clip.shape == (1, audio.DIFFUSION_CONDITIONING_SAMPLES) and clip[0, n_24k:].eq(0).all()
+
+
+# save_audio ---------------------------------------------------------------------------------------------------------
+def _tone(seconds=0.25, rate=24000, channels=1):
+    t = torch.arange(int(seconds * rate)) / rate
+    return torch.stack([0.5 * torch.sin(2 * torch.pi * (200 + 100 * c) * t) for c in range(channels)])
+
+
+def test_save_audio_round_trip(tmp_path):
+    wav = _tone()
+    out = audio.save_audio(tmp_path / "a.wav", wav, 24000)
+    assert out == tmp_path / "a.wav"
+    torch.testing.assert_close(audio.load_audio(out, 24000), wav, atol=0, rtol=0)
+    flac = audio.save_audio(tmp_path / "a.flac", wav[0], 24000)
+    torch.testing.assert_close(audio.load_audio(flac, 24000), wav, atol=2**-22, rtol=0)
+    pcm = audio.save_audio(tmp_path / "b.wav", wav[None], 24000, subtype="PCM_16")
+    assert soundfile.info(str(pcm)).subtype == "PCM_16"
+    torch.testing.assert_close(audio.load_audio(pcm, 24000), wav, atol=2**-15, rtol=0)
+    ogg = audio.save_audio(tmp_path / "a.ogg", wav, 24000)
+    info = soundfile.info(str(ogg))
+    assert info.samplerate == 24000 and info.frames == wav.shape[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.ogg", "a.wav", "b.wav"]
+
+
+def test_save_audio_clamps_and_keeps_channels(tmp_path):
+    wav = _tone(channels=2) * 3
+    path = audio.save_audio(tmp_path / "loud.wav", wav, 16000)
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    assert rate == 16000 and data.shape == (wav.shape[1], 2)
+    assert np.abs(data).max() == 1.0
+
+
+def test_save_audio_replaces_existing_file(tmp_path):
+    path = tmp_path / "out.wav"
+    path.write_bytes(b"old")
+    audio.save_audio(path, _tone(), 24000)
+    assert soundfile.info(str(path)).frames == _tone().shape[-1]
+    assert os.listdir(tmp_path) == ["out.wav"]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), OSError(28, "No space left on device"),
+                                   KeyboardInterrupt()])
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch, error):
+    path = tmp_path / "out.wav"
+    path.write_bytes(b"previous take")
+
+    def write_half_then_fail(stream, *args, **kwargs):
+        stream.write(b"RIFF partial data")
+        raise error
+
+    monkeypatch.setattr(audio.soundfile, "write", write_half_then_fail)
+    expected = AudioError if not isinstance(error, KeyboardInterrupt) else KeyboardInterrupt
+    with pytest.raises(expected):
+        audio.save_audio(path, _tone(), 24000)
+    assert os.listdir(tmp_path) == ["out.wav"]
+    assert path.read_bytes() == b"previous take"
+
+    fresh = tmp_path / "new.wav"
+    with pytest.raises(expected):
+        audio.save_audio(fresh, _tone(), 24000)
+    assert not fresh.exists() and os.listdir(tmp_path) == ["out.wav"]
+
+
+def test_save_audio_unwritable_folder(tmp_path, monkeypatch):
+    def refuse(path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(audio, "_create_temp_beside", refuse)
+    with pytest.raises(AudioError, match="permissions"):
+        audio.save_audio(tmp_path / "x.wav", _tone(), 24000)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores folder permissions")
+def test_save_audio_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(AudioError, match="permissions"):
+            audio.save_audio(folder / "x.wav", _tone(), 24000)
+    finally:
+        folder.chmod(0o755)
+    assert not any(folder.iterdir())
+
+
+def test_save_audio_bad_destinations(tmp_path):
+    with pytest.raises(AudioError, match="does not exist"):
+        audio.save_audio(tmp_path / "missing" / "x.wav", _tone(), 24000)
+    with pytest.raises(AudioError, match="unknown suffix"):
+        audio.save_audio(tmp_path / "x.mp4", _tone(), 24000)
+    with pytest.raises(AudioError, match="unknown suffix"):
+        audio.save_audio(tmp_path / "x", _tone(), 24000)
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(AudioError, match="directory"):
+        audio.save_audio(tmp_path / "d.wav", _tone(), 24000)
+    with pytest.raises(AudioError, match="cannot hold"):
+        audio.save_audio(tmp_path / "x.flac", _tone(), 24000, subtype="FLOAT")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.wav"]
+
+
+@pytest.mark.parametrize(
+    "wav, message",
+    [
+        (torch.zeros(1, 0), "zero samples"),
+        (torch.zeros(2, 2, 10), "shaped"),
+        (torch.tensor([0.0, float("nan")]), "NaN"),
+    ],
+)
+def test_save_audio_bad_audio(tmp_path, wav, message):
+    with pytest.raises(AudioError, match=message):
+        audio.save_audio(tmp_path / "x.wav", wav, 24000)
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_audio_bad_rate(tmp_path):
+    with pytest.raises(AudioError, match="sample_rate"):
+        audio.save_audio(tmp_path / "x.wav", _tone(), 0)

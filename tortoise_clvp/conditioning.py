@@ -1,0 +1,55 @@
+"""Voice conditioning: reference clips -> the latent the decoder is prompted with."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .audio import format_conditioning
+from .errors import AudioError
+from .models.autoregressive import AutoregressiveModel
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a voice contributes to generation. autoregressive: (C,) mean of the clips' encoder outputs."""
+
+    autoregressive: Tensor
+
+
+def check_clip(wav: Tensor, name: str) -> Tensor:
+    """A loaded clip as (1, N) float, rejecting the empty, silent and non-finite with a clear message."""
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.dim() != 2 or wav.shape[0] != 1 or not wav.is_floating_point():
+        raise AudioError(f"voice clip {name}: expected mono float samples shaped (N,) or (1, N), got {tuple(wav.shape)} {wav.dtype}")
+    if wav.shape[1] == 0:
+        raise AudioError(f"voice clip {name} is empty; give a clip of a few seconds of clear speech")
+    if not torch.isfinite(wav).all():
+        raise AudioError(f"voice clip {name} contains NaN or infinite samples; re-export it")
+    if not wav.abs().max() > 0:
+        raise AudioError(f"voice clip {name} is silent (all zeros); give a clip with speech in it")
+    return wav
+
+
+@torch.inference_mode()
+def autoregressive_conditioning(
+    model: AutoregressiveModel,
+    clips: Sequence[Tensor],
+    mel_norms: Tensor,
+    rng: random.Random | None = None,
+) -> Tensor:
+    """22.05 kHz clips -> (C,) latent: each clip padded/cropped to 6 s, mel'd, encoded; mean over clips (quirk 5, 6).
+
+    `rng` chooses crop starts for clips longer than 6 s (a seeded `random.Random` makes them repeatable).
+    """
+    if not clips:
+        raise AudioError("no voice clips given; pass at least one reference clip")
+    param = model.mel_head.weight
+    mels = [format_conditioning(check_clip(clip, f"#{i + 1}"), mel_norms, rng) for i, clip in enumerate(clips)]
+    stacked = torch.stack(mels, dim=1).to(param.device, param.dtype)  # (1, clips, 80, T)
+    return model.get_conditioning(stacked)[0]
