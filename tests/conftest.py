@@ -47,9 +47,9 @@ def _deterministic_threads():
 @pytest.fixture(scope="session")
 def ar_fixture(reference_dir: Path):
     """(model, cases, config.json) for the tiny original autoregressive checkpoint, loaded through our loader."""
-    from tortoise_clvp.weights._ar_pth_draft import autoregressive_config_from_kwargs, load_autoregressive_original
+    from tortoise_clvp.weights.tortoise_pth import autoregressive_config_from_original_kwargs, load_autoregressive_original
 
     folder = reference_dir / "models" / "ar_tiny"
     meta = read_json(folder / "config.json")
-    model = load_autoregressive_original(folder / "autoregressive.pth", autoregressive_config_from_kwargs(meta["kwargs"]))
+    model = load_autoregressive_original(folder / "autoregressive.pth", autoregressive_config_from_original_kwargs(meta["kwargs"]))
     return model.eval(), read_tensors(folder / "cases.safetensors"), meta
