@@ -53,3 +53,27 @@ def ar_fixture(reference_dir: Path):
     meta = read_json(folder / "config.json")
     model = load_autoregressive_original(folder / "autoregressive.pth", autoregressive_config_from_original_kwargs(meta["kwargs"]))
     return model.eval(), read_tensors(folder / "cases.safetensors"), meta
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(reference_dir: Path, tmp_path_factory) -> Path:
+    """An original-layout model directory made of the tiny fixture checkpoints, with the sizes shapes can't tell."""
+    import shutil
+
+    from tortoise_clvp.weights.tortoise_pth import (
+        autoregressive_config_from_original_kwargs,
+        clvp_config_from_original_kwargs,
+    )
+
+    folder = tmp_path_factory.mktemp("tiny_tortoise")
+    models = reference_dir / "models"
+    shutil.copyfile(models / "ar_tiny" / "autoregressive.pth", folder / "autoregressive.pth")
+    shutil.copyfile(models / "clvp_tiny" / "clvp.pth", folder / "clvp2.pth")
+    for name in ("tokenizer.json", "mel_norms.pth"):
+        shutil.copyfile(reference_dir / "tortoise" / name, folder / name)
+    sizes = {
+        "autoregressive": autoregressive_config_from_original_kwargs(read_json(models / "ar_tiny" / "config.json")["kwargs"]).to_dict(),
+        "clvp": clvp_config_from_original_kwargs(read_json(models / "clvp_tiny" / "config.json")["kwargs"]).to_dict(),
+    }
+    (folder / "tortoise_clvp.json").write_text(json.dumps(sizes))
+    return folder

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -293,21 +293,22 @@ def _read_safetensors(path: Path, keep=_is_clvp_key) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def read_hf_clvp_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The CLVP tensors of a HF checkpoint: a folder (model.safetensors, a sharded index, or pytorch_model.bin) or
-    one weights file. Safetensors files are read lazily, so the decoder's weights are never loaded."""
+def read_hf_clvp_state(path: str | Path, keep: Callable[[str], bool] = _is_clvp_key) -> dict[str, torch.Tensor]:
+    """The tensors of a HF checkpoint whose names pass `keep` (default: the CLVP scorer's): a folder
+    (model.safetensors, a sharded index, or pytorch_model.bin) or one weights file. Safetensors files are read
+    lazily, so tensors that are not kept are never loaded."""
     path = Path(path)
     if path.is_dir():
         if (path / SAFETENSORS_FILE).is_file():
-            return _read_safetensors(path / SAFETENSORS_FILE)
+            return _read_safetensors(path / SAFETENSORS_FILE, keep)
         if (path / SAFETENSORS_INDEX).is_file():
             weight_map = _read_json(path / SAFETENSORS_INDEX).get("weight_map", {})
-            shards = sorted({shard for key, shard in weight_map.items() if _is_clvp_key(key)})
+            shards = sorted({shard for key, shard in weight_map.items() if keep(key)})
             if not shards:
-                raise CheckpointError(f"{path / SAFETENSORS_INDEX} lists no CLVP tensors (text/speech encoders)")
+                raise CheckpointError(f"{path / SAFETENSORS_INDEX} lists none of the tensors needed; re-download the model")
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(_read_safetensors(path / shard))
+                state.update(_read_safetensors(path / shard, keep))
             return state
         if (path / TORCH_FILE).is_file():
             return read_torch_checkpoint(path / TORCH_FILE)
@@ -315,7 +316,7 @@ def read_hf_clvp_state(path: str | Path) -> dict[str, torch.Tensor]:
             f"no weights found in {path}: looked for {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} and {TORCH_FILE}"
         )
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path, keep)
     return read_torch_checkpoint(path)
 
 

@@ -1,0 +1,100 @@
+"""The candidate stage end to end on the tiny models, stage by stage against the original's pipeline (s0-s7)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import read_json, read_tensors
+from tortoise_clvp.api import TextToSpeech
+from tortoise_clvp.conditioning import Conditioning
+from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
+from tortoise_clvp.generate import DecodingOptions
+from tortoise_clvp.sampling import FAITHFUL_SAMPLING
+
+
+@pytest.fixture(scope="module")
+def tts(tiny_model_dir):
+    return TextToSpeech.from_local(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def pipeline(reference_dir):
+    folder = reference_dir / "pipeline_tiny"
+    return read_json(folder / "config.json"), read_tensors(folder / "cases.safetensors"), read_tensors(reference_dir / "audio_cases.safetensors")
+
+
+def _faithful_options(meta) -> DecodingOptions:
+    sampling = FAITHFUL_SAMPLING.__class__(
+        temperature=meta["temperature"], top_p=meta["top_p"], top_k=50,
+        repetition_penalty=meta["repetition_penalty"], penalize_prompt_ids=True,
+    )
+    return DecodingOptions(
+        sampling=sampling,
+        num_candidates=meta["num_autoregressive_samples"],
+        batch_size=meta["autoregressive_batch_size"],
+        max_new_tokens=meta["max_mel_tokens"],
+        mel_positions="kv_cache_quirk" if meta["kv_cache"] else "contiguous",
+        drop_remainder=True,
+    )
+
+
+def test_pipeline_stages_match_original(tts, pipeline):
+    meta, cases, audio = pipeline
+    assert torch.equal(tts.tokenize(meta["text"]), cases["s0.text_tokens"][0])
+
+    mels = torch.stack([audio[f"{clip}.format_conditioning"] for clip in meta["clips"]], dim=1)
+    latent = tts.models.autoregressive.get_conditioning(mels)
+    torch.testing.assert_close(latent, cases["s1.auto_latent"], atol=1e-4, rtol=1e-4)
+
+    result = tts.candidates(meta["text"], Conditioning(latent[0]), _faithful_options(meta), k=meta["k"], seed=meta["s3_seed"])
+    assert torch.equal(result.raw_codes, cases["s3.padded_codes"])
+    assert torch.equal(result.ranked.codes, cases["s4.fixed_codes"])
+    torch.testing.assert_close(result.ranked.scores, cases["s5.clvp_scores"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(result.best, cases["s5.topk_indices"])
+    assert [tuple(l.shape) for l in result.latents] == [tuple(cases[f"s7.cand{i}.trimmed_latents"].shape[1:]) for i in range(meta["k"])]
+    for i, latents in enumerate(result.latents):
+        torch.testing.assert_close(latents, cases[f"s7.cand{i}.trimmed_latents"][0], atol=1e-4, rtol=1e-4)
+    assert set(result.timings) == {"conditioning", "sampling", "reranking", "latents"}
+
+
+def test_best_latents_before_trimming_match_original(tts, pipeline):
+    meta, cases, _ = pipeline
+    k = meta["k"]
+    model = tts.models.autoregressive
+    with torch.no_grad():
+        latents = model.speech_latents(cases["s1.auto_latent"].expand(k, -1), cases["s0.text_tokens"].expand(k, -1), cases["s5.best_codes"])
+    torch.testing.assert_close(latents, cases["s6.best_latents"], atol=1e-4, rtol=1e-4)
+
+
+def test_clips_to_candidates_with_a_seed_is_repeatable(tts, reference_dir, pipeline):
+    meta, _, _ = pipeline
+    clips = [reference_dir / "audio" / f"{clip}.wav" for clip in meta["clips"]]
+    options = DecodingOptions(num_candidates=3, batch_size=2, max_new_tokens=20)
+    first = tts.candidates("Good morning.", clips, options, k=2, seed=11)
+    second = tts.candidates("Good morning.", clips, options, k=2, seed=11)
+    assert first.seed == 11 and torch.equal(first.raw_codes, second.raw_codes)
+    assert torch.equal(first.ranked.scores, second.ranked.scores)
+    assert first.raw_codes.shape == (3, 20) and len(first.latents) == 2
+    assert (first.ranked.scores[first.best[0]] >= first.ranked.scores).all()
+    drawn = tts.candidates("Good morning.", clips, options)
+    assert isinstance(drawn.seed, int)
+
+
+def test_bad_inputs_are_clear_errors(tts, tmp_path, reference_dir):
+    clip = reference_dir / "audio" / "speech_a_22k_mono_s16.wav"
+    options = DecodingOptions(num_candidates=2, batch_size=2, max_new_tokens=5)
+    with pytest.raises(InputTextError):
+        tts.candidates("", [clip], options)
+    with pytest.raises(InputTextError):
+        tts.candidates("🙂🙂", [clip], options)
+    with pytest.raises(InputTextError, match="at most"):
+        tts.candidates("word " * 200, [clip], options)
+    with pytest.raises(OptionsError, match="k=3"):
+        tts.candidates("Hello.", [clip], options, k=3)
+    with pytest.raises(AudioError):
+        tts.candidates("Hello.", [tmp_path / "missing.wav"], options)
+    with pytest.raises(AudioError, match="silent"):
+        tts.candidates("Hello.", [torch.zeros(1, 22050)], options)
+    with pytest.raises(AudioError, match="no voice clips"):
+        tts.candidates("Hello.", [], options)

@@ -1,0 +1,138 @@
+"""The Python API: load a model directory, condition on a voice, sample and rank speech-token candidates.
+
+`TextToSpeech.candidates` is the pipeline up to the diffusion decoder, as an ordered list of stage calls:
+tokenize -> condition -> sample -> fix -> score -> rank -> latents for the best.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .audio import CONDITIONING_SAMPLE_RATE, load_audio
+from .conditioning import Conditioning, autoregressive_conditioning
+from .config import TOKENS
+from .errors import OptionsError
+from .generate import DecodingOptions, check_lengths, sample_candidates
+from .rerank import RankedCandidates, rank, score_candidates
+from .trimming import calm_trim_length, fix_speech_decoder_output
+from .weights.model_dir import LoadedModels, load_models
+
+Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
+Voice = Union[Conditioning, Sequence[Clip]]
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+_SEED_RANGE = 2**31
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """Ranked candidates for one text, and the decoder latents of the best `k` (what diffusion consumes).
+
+    text_ids: (T,) tokenizer ids plus Tortoise's appended stop id. raw_codes: (N, L) as sampled, stop-padded.
+    ranked: fixed codes with CLVP scores. best: (k,) indices into them, best first. latents: one (frames, C)
+    tensor per best candidate, cut after the calm tokens. timings: seconds per stage.
+    """
+
+    text_ids: Tensor
+    raw_codes: Tensor
+    ranked: RankedCandidates
+    best: Tensor
+    latents: list[Tensor]
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class TextToSpeech:
+    """A loaded model directory plus the device it runs on. Build it with `from_local`."""
+
+    def __init__(self, models: LoadedModels):
+        self.models = models
+
+    @classmethod
+    def from_local(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "TextToSpeech":
+        """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native)."""
+        return cls(load_models(model_dir, device, dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return self.models.autoregressive.mel_head.weight.device
+
+    def tokenize(self, text: str) -> Tensor:
+        """Text -> (T,) ids with the one stop id Tortoise appends (quirk 2); raises InputTextError if unspeakable."""
+        ids = self.models.tokenizer.encode(text)
+        return torch.tensor([*ids, TOKENS.text_stop], dtype=torch.long)
+
+    def get_conditioning(self, clips: Sequence[Clip], seed: int | None = None) -> Conditioning:
+        """Reference clips (paths or 22.05 kHz tensors) -> the voice's conditioning latent.
+
+        Clips longer than 6 s are cropped at a random start; `seed` makes the crops repeatable.
+        """
+        if isinstance(clips, (str, os.PathLike, Tensor)):
+            clips = [clips]
+        waves = [clip if isinstance(clip, Tensor) else load_audio(clip, CONDITIONING_SAMPLE_RATE) for clip in clips]
+        rng = random.Random(seed)
+        latent = autoregressive_conditioning(self.models.autoregressive, waves, self.models.mel_norms, rng)
+        return Conditioning(autoregressive=latent)
+
+    def candidates(
+        self,
+        text: str,
+        voice: Voice,
+        options: DecodingOptions = DecodingOptions(),
+        k: int = 1,
+        seed: int | None = None,
+        clvp_batch_size: int = 16,
+        progress: Progress | None = None,
+    ) -> CandidateResult:
+        """Sample `options.num_candidates` speech-token candidates, rank them with CLVP, and return the `k` best
+        with their diffusion latents. The same `seed` gives the same result; None draws one (reported back)."""
+        total = sum(options.batch_sizes())
+        if not 1 <= k <= total:
+            raise OptionsError(f"k={k} best candidates requested but only {total} are sampled; use 1 <= k <= {total}")
+        seed = random.randrange(_SEED_RANGE) if seed is None else seed
+        timings: dict[str, float] = {}
+        models = self.models
+
+        def report(stage: str) -> Callable[[int, int], None] | None:
+            return None if progress is None else (lambda done, of: progress(stage, done, of))
+
+        start = time.perf_counter()
+        text_ids = self.tokenize(text)
+        check_lengths(models.autoregressive, text_ids, options)
+        conditioning = voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, seed)
+        timings["conditioning"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        generator = torch.Generator(self.device).manual_seed(seed)
+        raw = sample_candidates(models.autoregressive, conditioning.autoregressive, text_ids, options, generator, report("sampling"))
+        timings["sampling"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        fixed = fix_speech_decoder_output(raw).cpu()
+        ranked = rank(fixed, score_candidates(models.clvp, text_ids, fixed, clvp_batch_size, report("reranking")))
+        best = ranked.best(k)
+        timings["reranking"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        latents = self._latents(conditioning, text_ids, fixed[best])
+        timings["latents"] = time.perf_counter() - start
+        return CandidateResult(text_ids, raw.cpu(), ranked, best, latents, seed, timings)
+
+    @torch.inference_mode()
+    def _latents(self, conditioning: Conditioning, text_ids: Tensor, codes: Tensor) -> list[Tensor]:
+        """Teacher-forced decoder latents of fixed codes (k, L), each cut after the calm run (quirk 15)."""
+        model = self.models.autoregressive
+        param = model.mel_head.weight
+        k = codes.shape[0]
+        cond = conditioning.autoregressive.to(param.device, param.dtype).expand(k, -1)
+        latents = model.speech_latents(cond, text_ids.to(param.device).expand(k, -1), codes.to(param.device))
+        return [latents[i, : calm_trim_length(codes[i])].float().cpu() for i in range(k)]
+

@@ -1,0 +1,120 @@
+"""A model directory in any supported layout -> the loaded decoder, scorer, tokenizer and mel norms.
+
+Layouts (detected from the files present):
+- ``tortoise``: the original release, ``autoregressive.pth`` + ``clvp2.pth``;
+- ``huggingface``: a ``ClvpModelForConditionalGeneration`` folder, ``config.json`` + ``model.safetensors``
+  (or a sharded index, or ``pytorch_model.bin``);
+- ``native``: ours, ``tortoise_clvp.json`` + ``autoregressive.safetensors`` + ``clvp.safetensors``.
+Every layout also needs Tortoise's two data files beside the weights: ``tokenizer.json`` and ``mel_norms.pth``.
+A ``tortoise_clvp.json`` in a ``tortoise`` folder supplies sizes that shapes cannot tell (the decoder's heads).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import AutoregressiveConfig, ClvpConfig
+from ..errors import CheckpointError
+from ..mel import load_mel_norms
+from ..models.autoregressive import AutoregressiveModel
+from ..models.clvp import ClvpModel
+from ..text import TOKENIZER_FILENAME, BpeTokenizer
+from . import hf_clvp, native, tortoise_pth
+from .hf_autoregressive import load_autoregressive_hf
+
+MEL_NORMS_FILE = "mel_norms.pth"
+HF_WEIGHT_FILES = (hf_clvp.SAFETENSORS_FILE, hf_clvp.SAFETENSORS_INDEX, hf_clvp.TORCH_FILE)
+
+
+@dataclass
+class LoadedModels:
+    """Everything the candidate stage needs, on one device."""
+
+    autoregressive: AutoregressiveModel
+    clvp: ClvpModel
+    tokenizer: BpeTokenizer
+    mel_norms: torch.Tensor
+    layout: str
+
+
+def detect_layout(path: Path) -> str:
+    """'tortoise', 'huggingface' or 'native'; a clear error naming the expected files otherwise."""
+    if not path.is_dir():
+        raise CheckpointError(
+            f"model directory {path} does not exist. Download the model files (clvp-tts download) "
+            "or pass --models-dir / set TORTOISE_MODELS_DIR to the folder that holds them."
+        )
+    if (path / native.CONFIG_FILE).is_file() and (path / native.AUTOREGRESSIVE_FILE).is_file():
+        return "native"
+    if (path / tortoise_pth.AUTOREGRESSIVE_CHECKPOINT).is_file() or (path / tortoise_pth.CLVP_CHECKPOINT).is_file():
+        return "tortoise"
+    if (path / hf_clvp.CONFIG_FILE).is_file() and any((path / name).is_file() for name in HF_WEIGHT_FILES):
+        return "huggingface"
+    raise CheckpointError(
+        f"{path} holds no model this package can read. Expected one of: "
+        f"{tortoise_pth.AUTOREGRESSIVE_CHECKPOINT} + {tortoise_pth.CLVP_CHECKPOINT} (original Tortoise); "
+        f"{hf_clvp.CONFIG_FILE} + {hf_clvp.SAFETENSORS_FILE} (Hugging Face CLVP); "
+        f"{native.CONFIG_FILE} + {native.AUTOREGRESSIVE_FILE} (converted), each with "
+        f"{TOKENIZER_FILENAME} and {MEL_NORMS_FILE} beside them."
+    )
+
+
+def _required(path: Path, name: str, what: str) -> Path:
+    file = path / name
+    if not file.is_file():
+        raise CheckpointError(f"{path} lacks {name} ({what}); put it in the model directory and try again.")
+    return file
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {file} as JSON ({exc}); restore or re-download it") from None
+
+
+def _load_tortoise(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
+    sizes = _read_json(path / native.CONFIG_FILE) if (path / native.CONFIG_FILE).is_file() else {}
+    ar_config = AutoregressiveConfig.from_dict(sizes["autoregressive"]) if "autoregressive" in sizes else None
+    clvp_config = ClvpConfig.from_dict(sizes["clvp"]) if "clvp" in sizes else None
+    autoregressive = tortoise_pth.load_autoregressive_original(
+        _required(path, tortoise_pth.AUTOREGRESSIVE_CHECKPOINT, "the speech-token decoder"), ar_config
+    )
+    clvp = tortoise_pth.load_clvp_original(_required(path, tortoise_pth.CLVP_CHECKPOINT, "the CLVP scorer"), clvp_config)
+    return autoregressive, clvp
+
+
+def _load_huggingface(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
+    config = _read_json(path / hf_clvp.CONFIG_FILE)
+    clvp = hf_clvp.load_clvp_hf(path, config)
+    state = hf_clvp.read_hf_clvp_state(path, keep=lambda key: key.startswith(("conditioning_encoder.", "speech_decoder_model.")))
+    return load_autoregressive_hf(state, config), clvp
+
+
+def load_models(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModels:
+    """Load a model directory of any layout; models in eval mode on `device`, the decoder in `dtype`."""
+    path = Path(path).expanduser()
+    layout = detect_layout(path)
+    tokenizer = BpeTokenizer(_required(path, TOKENIZER_FILENAME, "Tortoise's BPE vocabulary"))
+    mel_norms = load_mel_norms(_required(path, MEL_NORMS_FILE, "Tortoise's conditioning mel norms"))
+    loader = {"tortoise": _load_tortoise, "huggingface": _load_huggingface, "native": native.load_native}[layout]
+    autoregressive, clvp = loader(path)
+    try:
+        device = torch.device(device)
+        autoregressive = autoregressive.to(device=device, dtype=dtype).eval()
+        clvp = clvp.to(device).eval()
+    except (RuntimeError, AssertionError) as exc:
+        raise CheckpointError(f"cannot place the models on {device} ({str(exc).splitlines()[0]}); choose another device") from None
+    return LoadedModels(autoregressive, clvp, tokenizer, mel_norms, layout)
+
+
+def convert(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
+    """Read a model directory of any layout and write it, atomically, in the native format."""
+    source = Path(source).expanduser()
+    models = load_models(source)
+    return native.save_native(destination, models.autoregressive, models.clvp, source, overwrite)
