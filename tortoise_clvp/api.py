@@ -22,7 +22,7 @@ from .config import TOKENS
 from .errors import OptionsError
 from .generate import DecodingOptions, check_lengths, sample_candidates
 from .rerank import RankedCandidates, rank, score_candidates
-from .trimming import calm_trim_length, fix_speech_decoder_output
+from .trimming import calm_trim_length, fix_speech_decoder_output, speech_lengths
 from .weights.model_dir import LoadedModels, load_models
 
 Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
@@ -36,13 +36,14 @@ _SEED_RANGE = 2**31
 class CandidateResult:
     """Ranked candidates for one text, and the decoder latents of the best `k` (what diffusion consumes).
 
-    text_ids: (T,) tokenizer ids plus Tortoise's appended stop id. raw_codes: (N, L) as sampled, stop-padded.
-    ranked: fixed codes with CLVP scores. best: (k,) indices into them, best first. latents: one (frames, C)
+    text_ids: (T,) tokenizer ids plus Tortoise's appended stop id. raw_codes: (N, L) as sampled, stop-padded;
+    lengths: (N,) speech tokens before each stop. ranked: fixed codes with CLVP scores. best: (k,) indices into them, best first. latents: one (frames, C)
     tensor per best candidate, cut after the calm tokens. timings: seconds per stage.
     """
 
     text_ids: Tensor
     raw_codes: Tensor
+    lengths: Tensor
     ranked: RankedCandidates
     best: Tensor
     latents: list[Tensor]
@@ -124,7 +125,7 @@ class TextToSpeech:
         start = time.perf_counter()
         latents = self._latents(conditioning, text_ids, fixed[best])
         timings["latents"] = time.perf_counter() - start
-        return CandidateResult(text_ids, raw.cpu(), ranked, best, latents, seed, timings)
+        return CandidateResult(text_ids, raw.cpu(), speech_lengths(raw).cpu(), ranked, best, latents, seed, timings)
 
     @torch.inference_mode()
     def _latents(self, conditioning: Conditioning, text_ids: Tensor, codes: Tensor) -> list[Tensor]:

@@ -46,8 +46,8 @@ def detect_layout(path: Path) -> str:
     """'tortoise', 'huggingface' or 'native'; a clear error naming the expected files otherwise."""
     if not path.is_dir():
         raise CheckpointError(
-            f"model directory {path} does not exist. Download the model files (clvp-tts download) "
-            "or pass --models-dir / set TORTOISE_MODELS_DIR to the folder that holds them."
+            f"model directory {path} does not exist. Put the released Tortoise files (autoregressive.pth, "
+            "clvp2.pth, tokenizer.json, mel_norms.pth) in a folder and pass that folder's path."
         )
     if (path / native.CONFIG_FILE).is_file() and (path / native.AUTOREGRESSIVE_FILE).is_file():
         return "native"

@@ -1,0 +1,87 @@
+"""Model directories: layout detection, the native format round trip, the Hugging Face layout, bad folders."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tortoise_clvp.errors import CheckpointError
+from tortoise_clvp.weights import native
+from tortoise_clvp.weights.model_dir import convert, detect_layout, load_models
+
+transformers = pytest.importorskip("transformers")
+
+
+def _same_outputs(a, b):
+    text = torch.randint(3, 200, (2, 9))
+    codes = torch.randint(0, 8000, (2, 15))
+    mel = torch.randn(1, 2, 80, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(a.clvp.similarity(text, codes), b.clvp.similarity(text, codes))
+        torch.testing.assert_close(a.autoregressive.get_conditioning(mel), b.autoregressive.get_conditioning(mel))
+        latent = torch.randn(2, a.autoregressive.config.model_dim)
+        torch.testing.assert_close(a.autoregressive.speech_latents(latent, text, codes), b.autoregressive.speech_latents(latent, text, codes))
+
+
+def test_convert_to_native_round_trip(tiny_model_dir, tmp_path):
+    original = load_models(tiny_model_dir)
+    assert original.layout == "tortoise"
+    written = convert(tiny_model_dir, tmp_path / "native")
+    converted = load_models(written)
+    assert converted.layout == "native" and detect_layout(written) == "native"
+    _same_outputs(original, converted)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folder may be left behind"
+
+
+def test_convert_refuses_existing_destination_and_overwrites_on_request(tiny_model_dir, tmp_path):
+    destination = tmp_path / "native"
+    destination.mkdir()
+    (destination / "keep.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="already exists"):
+        convert(tiny_model_dir, destination)
+    assert (destination / "keep.txt").read_text() == "mine"
+    convert(tiny_model_dir, destination, overwrite=True)
+    assert (destination / native.CONFIG_FILE).is_file() and not (destination / "keep.txt").exists()
+
+
+def test_huggingface_layout_loads(tmp_path, reference_dir):
+    config = transformers.ClvpConfig(
+        text_config=dict(hidden_size=64, intermediate_size=128, projection_dim=32, num_hidden_layers=1, num_attention_heads=1),
+        speech_config=dict(hidden_size=64, intermediate_size=128, projection_dim=32, num_hidden_layers=1, num_attention_heads=1, vocab_size=8192),
+        decoder_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_text_tokens=40, max_position_embeddings=70),
+    )
+    torch.manual_seed(0)
+    hf = transformers.ClvpModelForConditionalGeneration(config)
+    folder = tmp_path / "hf"
+    hf.save_pretrained(folder)
+    for name in ("tokenizer.json", "mel_norms.pth"):
+        shutil.copyfile(reference_dir / "tortoise" / name, folder / name)
+    models = load_models(folder)
+    assert models.layout == "huggingface"
+    assert models.autoregressive.config.model_dim == 32 and models.clvp.config.dim_text == 64
+    written = convert(folder, tmp_path / "native")
+    _same_outputs(models, load_models(written))
+
+
+def test_bad_directories_are_clear_errors(tmp_path, tiny_model_dir):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_models(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="holds no model"):
+        load_models(tmp_path)
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model_dir, partial)
+    (partial / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.json"):
+        load_models(partial)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(tiny_model_dir, swapped)
+    shutil.copyfile(tiny_model_dir / "autoregressive.pth", swapped / "clvp2.pth")
+    with pytest.raises(CheckpointError, match="not a CLVP checkpoint"):
+        load_models(swapped)
+    broken = tmp_path / "broken"
+    convert(tiny_model_dir, broken)
+    (broken / native.CLVP_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_models(broken)
