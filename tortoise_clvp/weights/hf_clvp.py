@@ -28,7 +28,7 @@ import torch
 from ..config import ClvpConfig
 from ..errors import CheckpointError
 from ..models.clvp import ClvpModel
-from .strict import check_state_dict, read_torch_checkpoint
+from .strict import check_state_dict, read_torch_checkpoint, shape_of
 from .tortoise_pth import (
     StateSource,
     _load_into_meta_model,
@@ -191,15 +191,6 @@ def clvp_config_from_hf(config: Mapping[str, Any] | str | Path) -> ClvpConfig:
     )
 
 
-def _shape(state: Mapping[str, Any], key: str, source: str) -> tuple[int, ...]:
-    if key not in state:
-        raise CheckpointError(
-            f"{source}: cannot read the CLVP sizes, key {key!r} is missing. "
-            "The file is incomplete or not a CLVP checkpoint; pass a ClvpConfig (or config.json) to see every mismatch."
-        )
-    return tuple(state[key].shape)
-
-
 def clvp_config_from_hf_state(state: Mapping[str, Any], source: str = "the Hugging Face CLVP state dict") -> ClvpConfig:
     """Sizes read from HF tensor shapes, for a file without config.json.
 
@@ -208,9 +199,9 @@ def clvp_config_from_hf_state(state: Mapping[str, Any], source: str = "the Huggi
     sizes: dict[str, int] = {}
     shared: dict[str, set[int]] = {"latent": set(), "ff_mult": set(), "rotary": set()}
     for tower, hf in _HF_TOWERS.items():
-        vocab, dim = _shape(state, f"{hf}.token_embedding.weight", source)
-        latent, _ = _shape(state, f"{hf}.projection.weight", source)
-        _, ff_inner = _shape(state, f"{hf}.layers.0.mlp.fc2.weight", source)
+        vocab, dim = shape_of(state, f"{hf}.token_embedding.weight", source)
+        latent, _ = shape_of(state, f"{hf}.projection.weight", source)
+        _, ff_inner = shape_of(state, f"{hf}.layers.0.mlp.fc2.weight", source)
         pattern = re.compile(re.escape(f"{hf}.layers.") + r"(\d+)\.")
         depth = 1 + max(int(m.group(1)) for key in state if (m := pattern.match(key)))
         if dim % _RELEASED_DIM_HEAD or ff_inner % dim:

@@ -43,6 +43,16 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def shape_of(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
+    """The shape of `state[key]`, or a clear error when a size-defining key is missing."""
+    if key not in state:
+        raise CheckpointError(
+            f"{source}: cannot read the model sizes, key {key!r} is missing. "
+            "The file is incomplete or for another slot; pass a config to see every mismatch."
+        )
+    return tuple(state[key].shape)
+
+
 def _listing(title: str, items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     more = f" … and {len(items) - _LISTED} more" if len(items) > _LISTED else ""

@@ -22,7 +22,7 @@ from ..config import AutoregressiveConfig, ClvpConfig
 from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel, rotary_inv_freq
-from .strict import check_state_dict, load_strict, read_torch_checkpoint
+from .strict import check_state_dict, load_strict, read_torch_checkpoint, shape_of
 
 StateSource = Union[str, Path, Mapping[str, torch.Tensor]]
 
@@ -168,15 +168,6 @@ def clvp_config_from_original_kwargs(kwargs: Mapping[str, Any]) -> ClvpConfig:
     return ClvpConfig.from_dict(kwargs)
 
 
-def _shape(state: Mapping[str, Any], key: str, source: str) -> tuple[int, ...]:
-    if key not in state:
-        raise CheckpointError(
-            f"{source}: cannot read the model sizes, key {key!r} is missing. "
-            "The file is incomplete or for another slot; pass a config to see every mismatch."
-        )
-    return tuple(state[key].shape)
-
-
 def clvp_config_from_state(state: Mapping[str, Any], source: str = "the CLVP state dict") -> ClvpConfig:
     """Sizes of a clvp2.pth-style state dict, read from its tensor shapes.
 
@@ -187,10 +178,10 @@ def clvp_config_from_state(state: Mapping[str, Any], source: str = "the CLVP sta
     sizes: dict[str, int] = {}
     shared: dict[str, set[int]] = {"dim_latent": set(), "ff_mult": set(), "rotary_dim": set()}
     for tower, (embedding, stack, to_latent) in _CLVP_TOWERS.items():
-        vocab, dim = _shape(state, f"{embedding}.weight", source)
-        dim_latent, latent_in = _shape(state, f"{to_latent}.weight", source)
-        q_rows, _ = _shape(state, f"{stack}.attn_layers.layers.0.1.wrap.to_q.weight", source)
-        _, ff_inner = _shape(state, f"{stack}.attn_layers.layers.1.1.wrap.net.3.weight", source)
+        vocab, dim = shape_of(state, f"{embedding}.weight", source)
+        dim_latent, latent_in = shape_of(state, f"{to_latent}.weight", source)
+        q_rows, _ = shape_of(state, f"{stack}.attn_layers.layers.0.1.wrap.to_q.weight", source)
+        _, ff_inner = shape_of(state, f"{stack}.attn_layers.layers.1.1.wrap.net.3.weight", source)
         pattern = re.compile(re.escape(f"{stack}.attn_layers.layers.") + r"(\d+)\.")
         n_layers = 1 + max(int(m.group(1)) for key in state if (m := pattern.match(key)))
         if n_layers % 2:
@@ -316,7 +307,7 @@ def autoregressive_config_from_state(
     state: Mapping[str, Any], heads: int | None = None, source: str = "the autoregressive state dict"
 ) -> AutoregressiveConfig:
     """Read the decoder's sizes off an original state dict's shapes; `heads` is needed unless the width is released."""
-    dim = _shape(state, "text_embedding.weight", source)[1]
+    dim = shape_of(state, "text_embedding.weight", source)[1]
     if heads is None:
         if dim not in _KNOWN_AR_HEADS:
             raise CheckpointError(
@@ -330,12 +321,12 @@ def autoregressive_config_from_state(
         layers=layers,
         model_dim=dim,
         heads=heads,
-        max_text_tokens=_shape(state, "text_pos_embedding.emb.weight", source)[0] - 2,
-        max_mel_tokens=_shape(state, "mel_pos_embedding.emb.weight", source)[0] - 2
+        max_text_tokens=shape_of(state, "text_pos_embedding.emb.weight", source)[0] - 2,
+        max_mel_tokens=shape_of(state, "mel_pos_embedding.emb.weight", source)[0] - 2
         - AutoregressiveConfig.RELEASED.max_conditioning_inputs,
-        number_text_tokens=_shape(state, "text_embedding.weight", source)[0] - 1,
-        number_mel_codes=_shape(state, "mel_embedding.weight", source)[0],
-        mel_channels=_shape(state, "conditioning_encoder.init.weight", source)[1],
+        number_text_tokens=shape_of(state, "text_embedding.weight", source)[0] - 1,
+        number_mel_codes=shape_of(state, "mel_embedding.weight", source)[0],
+        mel_channels=shape_of(state, "conditioning_encoder.init.weight", source)[1],
         conditioning_attn_blocks=blocks,
     )
 
