@@ -38,6 +38,16 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+@pytest.fixture(scope="session")
+def audio_cases(reference_dir: Path) -> dict:
+    return read_json(reference_dir / "audio_cases.json")
+
+
+@pytest.fixture(scope="session")
+def audio_tensors(reference_dir: Path) -> dict[str, torch.Tensor]:
+    return read_tensors(reference_dir / "audio_cases.safetensors")
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.set_num_threads(2)

@@ -23,55 +23,45 @@ ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def cases(reference_dir):
-    return read_json(reference_dir / "audio_cases.json")
-
-
-@pytest.fixture(scope="module")
-def tensors(reference_dir):
-    return read_tensors(reference_dir / "audio_cases.safetensors")
-
-
-@pytest.fixture(scope="module")
 def mel_norms(reference_dir):
     return load_mel_norms(reference_dir / "tortoise" / "mel_norms.pth")
 
 
-def _shape(cases, key):
-    return tuple(cases["tensors"][key]["shape"])
+def _shape(audio_cases, key):
+    return tuple(audio_cases["tensors"][key]["shape"])
 
 
-def _clip_22k(clip, tensors, reference_dir):
+def _clip_22k(clip, audio_tensors, reference_dir):
     """The recorded load_audio(path, 22050) where the folder has it, else our own (itself checked above)."""
     key = f"{clip['name']}.load_audio_22050"
-    if key in tensors:
-        return tensors[key]
+    if key in audio_tensors:
+        return audio_tensors[key]
     return audio.load_audio(reference_dir / clip["file"], audio.CONDITIONING_SAMPLE_RATE)
 
 
-def _load_audio_keys(cases, tensors):
+def _load_audio_keys(audio_cases, audio_tensors):
     """(clip, rate, key) for every recorded '<clip>.load_audio_<rate>'."""
     found = []
-    for clip in cases["clips"]:
+    for clip in audio_cases["clips"]:
         prefix = f"{clip['name']}.load_audio_"
-        for key in tensors:
+        for key in audio_tensors:
             if key.startswith(prefix) and key[len(prefix) :].isdigit():
                 found.append((clip, int(key[len(prefix) :]), key))
     return found
 
 
 # load_audio ---------------------------------------------------------------------------------------------------------
-def test_load_audio_matches_every_recorded_clip(cases, tensors, reference_dir):
-    found = _load_audio_keys(cases, tensors)
-    assert found, "no load_audio cases in the reference folder"
+def test_load_audio_matches_every_recorded_clip(audio_cases, audio_tensors, reference_dir):
+    found = _load_audio_keys(audio_cases, audio_tensors)
+    assert found, "no load_audio audio_cases in the reference folder"
     for clip, rate, key in found:
         wav = audio.load_audio(reference_dir / clip["file"], rate)
-        assert wav.dtype == torch.float32 and tuple(wav.shape) == _shape(cases, key), key
-        torch.testing.assert_close(wav, tensors[key], atol=ATOL, rtol=0, msg=key)
+        assert wav.dtype == torch.float32 and tuple(wav.shape) == _shape(audio_cases, key), key
+        torch.testing.assert_close(wav, audio_tensors[key], atol=ATOL, rtol=0, msg=key)
 
 
-def test_every_clip_loads_mono_clamped_and_resampled(cases, reference_dir):
-    for clip in cases["clips"]:
+def test_every_clip_loads_mono_clamped_and_resampled(audio_cases, reference_dir):
+    for clip in audio_cases["clips"]:
         path = reference_dir / clip["file"]
         raw, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         assert rate == clip["file_rate"] and raw.shape == (clip["samples_in_file"], clip["channels"])
@@ -117,8 +107,8 @@ def test_load_audio_reads_flac_and_ogg(tmp_path):
         assert wav.shape == (1, 22050) and wav.abs().max() > 0.2
 
 
-def test_load_audio_accepts_str_paths(cases, reference_dir):
-    clip = cases["clips"][0]
+def test_load_audio_accepts_str_paths(audio_cases, reference_dir):
+    clip = audio_cases["clips"][0]
     wav = audio.load_audio(str(reference_dir / clip["file"]), clip["file_rate"])
     assert wav.shape == (1, clip["samples_in_file"])
 
@@ -142,9 +132,9 @@ def test_load_audio_corrupt_file(tmp_path, content):
         audio.load_audio(path, 22050)
 
 
-def test_load_audio_truncated_real_file(tmp_path, cases, reference_dir):
+def test_load_audio_truncated_real_file(tmp_path, audio_cases, reference_dir):
     path = tmp_path / "cut.wav"
-    path.write_bytes((reference_dir / cases["clips"][0]["file"]).read_bytes()[:30])
+    path.write_bytes((reference_dir / audio_cases["clips"][0]["file"]).read_bytes()[:30])
     with pytest.raises(AudioError):
         audio.load_audio(path, 22050)
 
@@ -173,9 +163,9 @@ def test_load_audio_non_finite(tmp_path):
 
 
 @pytest.mark.parametrize("rate", [0, -22050, 22050.0, True])
-def test_load_audio_bad_rate(cases, reference_dir, rate):
+def test_load_audio_bad_rate(audio_cases, reference_dir, rate):
     with pytest.raises(AudioError, match="sample_rate"):
-        audio.load_audio(reference_dir / cases["clips"][0]["file"], rate)
+        audio.load_audio(reference_dir / audio_cases["clips"][0]["file"], rate)
 
 
 # Conditioning -------------------------------------------------------------------------------------------------------
@@ -186,39 +176,39 @@ def test_pad_or_trim():
     torch.testing.assert_close(audio.pad_or_trim(x, 7), torch.tensor([[1.0, 2, 3, 4, 5, 0, 0]]))
 
 
-def test_format_conditioning_matches_every_clip(cases, tensors, mel_norms, reference_dir):
+def test_format_conditioning_matches_every_clip(audio_cases, audio_tensors, mel_norms, reference_dir):
     checked = 0
-    for clip in cases["clips"]:
+    for clip in audio_cases["clips"]:
         key = f"{clip['name']}.format_conditioning"
-        if key not in tensors:
+        if key not in audio_tensors:
             continue
-        wav = _clip_22k(clip, tensors, reference_dir)
+        wav = _clip_22k(clip, audio_tensors, reference_dir)
         seed = clip["format_conditioning_seed"]
         start = audio.conditioning_crop_start(wav.shape[-1], random.Random(seed))
         assert start == clip["format_conditioning_crop_start"], clip["name"]
         got = audio.format_conditioning(wav, mel_norms, random.Random(seed))
-        assert tuple(got.shape) == _shape(cases, key)
-        torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
+        assert tuple(got.shape) == _shape(audio_cases, key)
+        torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
         checked += 1
     assert checked
 
 
-def test_format_conditioning_uses_global_random_without_rng(cases, tensors, mel_norms, reference_dir):
+def test_format_conditioning_uses_global_random_without_rng(audio_cases, audio_tensors, mel_norms, reference_dir):
     cropped = [
-        c for c in cases["clips"]
-        if c["format_conditioning_crop_start"] is not None and f"{c['name']}.format_conditioning" in tensors
+        c for c in audio_cases["clips"]
+        if c["format_conditioning_crop_start"] is not None and f"{c['name']}.format_conditioning" in audio_tensors
     ]
     if not cropped:
         pytest.skip("no clip in this reference folder is long enough to be cropped")
     clip = cropped[0]
-    wav = _clip_22k(clip, tensors, reference_dir)
+    wav = _clip_22k(clip, audio_tensors, reference_dir)
     state = random.getstate()
     try:
         random.seed(clip["format_conditioning_seed"])
         got = audio.format_conditioning(wav, mel_norms)
     finally:
         random.setstate(state)
-    torch.testing.assert_close(got, tensors[f"{clip['name']}.format_conditioning"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(got, audio_tensors[f"{clip['name']}.format_conditioning"], atol=ATOL, rtol=0)
 
 
 def test_crop_only_draws_when_needed():
@@ -242,23 +232,23 @@ def test_format_conditioning_refuses_multichannel(mel_norms):
         audio.format_conditioning(torch.ones(2, 1000), mel_norms, random.Random(0))
 
 
-def test_diffusion_conditioning_clip_and_mel(cases, tensors, reference_dir):
+def test_diffusion_conditioning_clip_and_mel(audio_cases, audio_tensors, reference_dir):
     checked = 0
-    for clip in cases["clips"]:
+    for clip in audio_cases["clips"]:
         name = clip["name"]
-        wav = _clip_22k(clip, tensors, reference_dir)
+        wav = _clip_22k(clip, audio_tensors, reference_dir)
         resampled_key = f"{name}.resampled_24000"
         clip_24k = audio.diffusion_conditioning_clip(wav)
         assert clip_24k.shape == (1, audio.DIFFUSION_CONDITIONING_SAMPLES)
-        if resampled_key in tensors:
-            assert tuple(tensors[resampled_key].shape) == _shape(cases, resampled_key)
-            expected = audio.pad_or_trim(tensors[resampled_key], audio.DIFFUSION_CONDITIONING_SAMPLES)
+        if resampled_key in audio_tensors:
+            assert tuple(audio_tensors[resampled_key].shape) == _shape(audio_cases, resampled_key)
+            expected = audio.pad_or_trim(audio_tensors[resampled_key], audio.DIFFUSION_CONDITIONING_SAMPLES)
             torch.testing.assert_close(clip_24k, expected, atol=ATOL, rtol=0)
         key = f"{name}.diffusion_cond_mel"
-        if key in tensors:
+        if key in audio_tensors:
             got = audio.diffusion_conditioning_mel(wav)
-            assert tuple(got.shape) == _shape(cases, key)
-            torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=name)
+            assert tuple(got.shape) == _shape(audio_cases, key)
+            torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=name)
             checked += 1
     assert checked
 

@@ -18,16 +18,6 @@ FILTER_ATOL = 1e-7
 
 
 @pytest.fixture(scope="module")
-def cases(reference_dir):
-    return read_json(reference_dir / "audio_cases.json")
-
-
-@pytest.fixture(scope="module")
-def tensors(reference_dir):
-    return read_tensors(reference_dir / "audio_cases.safetensors")
-
-
-@pytest.fixture(scope="module")
 def mel_norms_path(reference_dir):
     return reference_dir / "tortoise" / "mel_norms.pth"
 
@@ -37,33 +27,33 @@ def mel_norms(mel_norms_path):
     return mel.load_mel_norms(mel_norms_path)
 
 
-def _present(cases, tensors, what):
+def _present(audio_cases, audio_tensors, what):
     """(clip, key) for every clip that has a '<clip>.<what>' tensor."""
-    return [(clip, f"{clip['name']}.{what}") for clip in cases["clips"] if f"{clip['name']}.{what}" in tensors]
+    return [(clip, f"{clip['name']}.{what}") for clip in audio_cases["clips"] if f"{clip['name']}.{what}" in audio_tensors]
 
 
-def _clip_22k(clip, tensors, reference_dir):
+def _clip_22k(clip, audio_tensors, reference_dir):
     """The recorded load_audio(path, 22050) where the folder has it, else load_audio's (tested in test_audio)."""
     key = f"{clip['name']}.load_audio_22050"
-    if key in tensors:
-        return tensors[key]
+    if key in audio_tensors:
+        return audio_tensors[key]
     return load_audio(reference_dir / clip["file"], mel.CONDITIONING_SAMPLE_RATE)
 
 
-def _expected_shape(cases, key):
-    return tuple(cases["tensors"][key]["shape"])
+def _expected_shape(audio_cases, key):
+    return tuple(audio_cases["tensors"][key]["shape"])
 
 
 # Filter banks -------------------------------------------------------------------------------------------------------
-def test_conditioning_filters_match_torchaudio_fbanks(tensors):
-    expected = tensors["filters.torchaudio_mel_fbanks_80"]  # (freqs, mels) as torchaudio lays it out
+def test_conditioning_filters_match_torchaudio_fbanks(audio_tensors):
+    expected = audio_tensors["filters.torchaudio_mel_fbanks_80"]  # (freqs, mels) as torchaudio lays it out
     filters = mel.conditioning_mel_filters()
     assert filters.shape == expected.T.shape == (mel.CONDITIONING_N_MELS, mel.N_FREQS)
     torch.testing.assert_close(filters, expected.T, atol=FILTER_ATOL, rtol=0)
 
 
-def test_univnet_filters_match_librosa_slaney_basis(tensors):
-    expected = tensors["filters.librosa_mel_basis_100"]
+def test_univnet_filters_match_librosa_slaney_basis(audio_tensors):
+    expected = audio_tensors["filters.librosa_mel_basis_100"]
     filters = mel.univnet_mel_filters()
     assert filters.shape == expected.shape == (mel.UNIVNET_N_MELS, mel.N_FREQS)
     torch.testing.assert_close(filters, expected, atol=FILTER_ATOL, rtol=0)
@@ -87,9 +77,9 @@ def test_windowed_dft_basis_is_a_windowed_dft():
 
 
 # Mel norms ----------------------------------------------------------------------------------------------------------
-def test_mel_norms_match(mel_norms, tensors):
-    assert mel_norms.dtype == torch.float32 and mel_norms.shape == tensors["mel_norms"].shape
-    torch.testing.assert_close(mel_norms, tensors["mel_norms"], atol=0, rtol=0)
+def test_mel_norms_match(mel_norms, audio_tensors):
+    assert mel_norms.dtype == torch.float32 and mel_norms.shape == audio_tensors["mel_norms"].shape
+    torch.testing.assert_close(mel_norms, audio_tensors["mel_norms"], atol=0, rtol=0)
 
 
 def test_mel_norms_missing_file(tmp_path):
@@ -143,18 +133,18 @@ def test_mel_norms_refuses_pickled_code(tmp_path):
 
 
 # Conditioning mel ---------------------------------------------------------------------------------------------------
-def test_conditioning_mel_of_every_clip(cases, tensors, mel_norms, reference_dir):
-    present = _present(cases, tensors, "torch_mel_full")
-    assert present, "no torch_mel_full cases in the reference folder"
+def test_conditioning_mel_of_every_clip(audio_cases, audio_tensors, mel_norms, reference_dir):
+    present = _present(audio_cases, audio_tensors, "torch_mel_full")
+    assert present, "no torch_mel_full audio_cases in the reference folder"
     for clip, key in present:
-        wav = _clip_22k(clip, tensors, reference_dir)
+        wav = _clip_22k(clip, audio_tensors, reference_dir)
         got = mel.conditioning_mel(wav, mel_norms)
-        assert tuple(got.shape) == _expected_shape(cases, key), clip["name"]
-        torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
+        assert tuple(got.shape) == _expected_shape(audio_cases, key), clip["name"]
+        torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
 
 
-def test_conditioning_mel_batch_and_shapes(cases, tensors, mel_norms, reference_dir):
-    wav = _clip_22k(cases["clips"][0], tensors, reference_dir)[0]
+def test_conditioning_mel_batch_and_shapes(audio_cases, audio_tensors, mel_norms, reference_dir):
+    wav = _clip_22k(audio_cases["clips"][0], audio_tensors, reference_dir)[0]
     single = mel.conditioning_mel(wav, mel_norms)
     assert single.dim() == 2 and single.shape[0] == mel.CONDITIONING_N_MELS
     assert single.shape[1] == wav.shape[0] // mel.HOP_LENGTH + 1
@@ -165,23 +155,23 @@ def test_conditioning_mel_batch_and_shapes(cases, tensors, mel_norms, reference_
     torch.testing.assert_close(mel.conditioning_mel(batch[:, None], mel_norms), both, atol=0, rtol=0)
 
 
-def test_conditioning_mel_float64(cases, tensors, mel_norms, reference_dir):
-    clip, key = _present(cases, tensors, "torch_mel_full")[0]
-    wav = _clip_22k(clip, tensors, reference_dir)
+def test_conditioning_mel_float64(audio_cases, audio_tensors, mel_norms, reference_dir):
+    clip, key = _present(audio_cases, audio_tensors, "torch_mel_full")[0]
+    wav = _clip_22k(clip, audio_tensors, reference_dir)
     got = mel.conditioning_mel(wav.double(), mel_norms)
     assert got.dtype == torch.float64
-    torch.testing.assert_close(got.float(), tensors[key], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.float(), audio_tensors[key], atol=1e-3, rtol=0)
 
 
 # UnivNet mel --------------------------------------------------------------------------------------------------------
-def test_univnet_mel_of_every_clip_present(cases, tensors, reference_dir):
-    present = _present(cases, tensors, "univnet_mel_of_load_audio_24000")
-    assert present, "no univnet_mel_of_load_audio_24000 cases in the reference folder"
+def test_univnet_mel_of_every_clip_present(audio_cases, audio_tensors, reference_dir):
+    present = _present(audio_cases, audio_tensors, "univnet_mel_of_load_audio_24000")
+    assert present, "no univnet_mel_of_load_audio_24000 audio_cases in the reference folder"
     for clip, key in present:
         wav = load_audio(reference_dir / clip["file"], mel.OUTPUT_SAMPLE_RATE)
         got = mel.univnet_mel(wav)
-        assert tuple(got.shape) == _expected_shape(cases, key), clip["name"]
-        torch.testing.assert_close(got, tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
+        assert tuple(got.shape) == _expected_shape(audio_cases, key), clip["name"]
+        torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
 
 
 def test_univnet_mel_batch_clamps_and_frames():
@@ -230,12 +220,12 @@ def test_tacotron_normalisation(reference_dir):
 
 # Devices ------------------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_mels_on_cuda(cases, tensors, mel_norms, reference_dir):
-    clip, key = _present(cases, tensors, "torch_mel_full")[0]
-    wav = _clip_22k(clip, tensors, reference_dir)
+def test_mels_on_cuda(audio_cases, audio_tensors, mel_norms, reference_dir):
+    clip, key = _present(audio_cases, audio_tensors, "torch_mel_full")[0]
+    wav = _clip_22k(clip, audio_tensors, reference_dir)
     got = mel.conditioning_mel(wav.cuda(), mel_norms.cuda())
     assert got.is_cuda
-    torch.testing.assert_close(got.cpu(), tensors[key], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.cpu(), audio_tensors[key], atol=1e-3, rtol=0)
     uni = mel.univnet_mel(wav.cuda())
     assert uni.is_cuda
     torch.testing.assert_close(uni.cpu(), mel.univnet_mel(wav), atol=1e-2, rtol=0)
