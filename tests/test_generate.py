@@ -96,9 +96,11 @@ def test_same_seed_same_candidates_and_batches_cover_all(ar_fixture):
     assert FAITHFUL_DECODING.batch_sizes() == [16] and DecodingOptions(num_candidates=5, batch_size=2, drop_remainder=True).batch_sizes() == [2, 2]
 
 
-def test_min_new_tokens_forces_length(ar_fixture):
+@pytest.mark.parametrize("penalty", [1.0, 2.0])
+def test_min_new_tokens_forces_length(ar_fixture, penalty):
     model, cases, _ = ar_fixture
-    options = DecodingOptions(num_candidates=3, batch_size=3, max_new_tokens=15, min_new_tokens=15)
+    sampling = SamplingOptions(repetition_penalty=penalty)
+    options = DecodingOptions(sampling=sampling, num_candidates=3, batch_size=3, max_new_tokens=15, min_new_tokens=15)
     got = sample_candidates(model, cases["inference.in.cond_latents"][0], cases["inference.in.text_tokens"][0], options, torch.Generator().manual_seed(0))
     assert not (got == TOKENS.mel_stop).any()
 

@@ -94,8 +94,9 @@ def next_tokens(
 ) -> Tensor:
     """Logits (B, V) -> chosen ids (B,). `forbid_stop` bans the stop token (used to force a minimum length)."""
     scores = apply_repetition_penalty(logits.float(), seen, options.repetition_penalty)
-    if forbid_stop:
-        scores[:, TOKENS.mel_stop] = float("-inf")
+    if forbid_stop:  # out of place: `logits` may be a broadcast view shared by every row
+        stop = torch.tensor([TOKENS.mel_stop], device=scores.device)
+        scores = scores.index_fill(1, stop, float("-inf"))
     if not options.do_sample:
         return scores.argmax(dim=-1)
     scores = scores / options.temperature
