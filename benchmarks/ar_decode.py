@@ -47,6 +47,7 @@ from common import (  # noqa: E402
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.generate import DecodingOptions, sample_candidates
 from tortoise_clvp.models.autoregressive import AutoregressiveModel
+from tortoise_clvp.models.packed_linear import pack_linears
 from tortoise_clvp.sampling import SamplingOptions
 from tortoise_clvp.weights.hf_autoregressive import load_autoregressive_hf
 
@@ -215,8 +216,8 @@ def memory_entry(device: torch.device) -> dict[str, Any]:
 @torch.inference_mode()
 def teacher_forced_logits(model: AutoregressiveModel, latent: Tensor, text_ids: Tensor, codes: Tensor) -> Tensor:
     """Logits (len(codes), V) in fp32: step 0 from the prefill, step i from feeding codes[i - 1] (kv-cache positions)."""
-    dtype = model.mel_head.weight.dtype
-    device = model.mel_head.weight.device
+    dtype = model.dtype
+    device = model.device
     prompt = model.embed_prompt(latent[None].to(device, dtype), model.wrap_text(text_ids[None].to(device)))
     start = model.embed_mel(torch.full((1, 1), TOKENS.mel_start, device=device), torch.zeros(1, dtype=torch.long, device=device))
     prefix = torch.cat([prompt, start.to(dtype)], dim=1)
@@ -306,7 +307,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{setup['n_params_ours'] / 1e6:.0f} M params (ours), prompt {setup['prompt_len']} positions, "
           f"HF attention {setup['hf_attn_implementation']!r}", flush=True)
 
-    samplers = {"ours": ours_sampler(ours, latent, text_ids, device), "hf": hf_sampler(decoder, embeds)}
+    # what TextToSpeech runs: on CPU fp32 the decoder's linears get oneDNN-packed weights; `ours` stays plain as
+    # the fp32 reference for the bf16 section
+    fast = copy.deepcopy(ours)
+    setup["packed_linears"] = pack_linears(fast)
+    codes = torch.randint(0, TOKENS.mel_start, (args.check_tokens,), generator=torch.Generator().manual_seed(args.seed))
+    setup["packed_vs_plain_logits"] = logit_error(
+        teacher_forced_logits(fast, latent, text_ids, codes.to(device)),
+        teacher_forced_logits(ours, latent, text_ids, codes.to(device)),
+    )
+    print(f"  {setup['packed_linears']} linears packed; logits vs plain: max |d| "
+          f"{setup['packed_vs_plain_logits']['max_abs']:.2e}", flush=True)
+    samplers = {"ours": ours_sampler(fast, latent, text_ids, device), "hf": hf_sampler(decoder, embeds)}
     fp32_rows: list[dict[str, Any]] = []
     result["fp32"] = fp32_rows
     for candidates in args.candidate_counts:

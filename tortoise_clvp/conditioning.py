@@ -49,7 +49,6 @@ def autoregressive_conditioning(
     """
     if not clips:
         raise AudioError("no voice clips given; pass at least one reference clip")
-    param = model.mel_head.weight
     mels = [format_conditioning(check_clip(clip, f"#{i + 1}"), mel_norms, rng) for i, clip in enumerate(clips)]
-    stacked = torch.stack(mels, dim=1).to(param.device, param.dtype)  # (1, clips, 80, T)
+    stacked = torch.stack(mels, dim=1).to(model.device, model.dtype)  # (1, clips, 80, T)
     return model.get_conditioning(stacked)[0]

@@ -110,3 +110,64 @@ class ClvpConfig(_FromDict):
 
 
 ClvpConfig.RELEASED = ClvpConfig()
+
+
+@dataclass(frozen=True)
+class DiffusionConfig(_FromDict):
+    """Dimensions of the diffusion decoder (`DiffusionTts`): AR latents or codes -> mel spectrogram.
+
+    Field names follow the original constructor. Block counts the original hard-codes (3 code converters,
+    4 latent conditioners, 5 conditioning-encoder blocks, 3 timestep integrators, 3 tail res-blocks) are fixed.
+    """
+
+    model_channels: int = 1024
+    num_layers: int = 10
+    num_heads: int = 16
+    in_channels: int = 100  # mel bands of the output (and of the conditioning mels)
+    in_latent_channels: int = 1024  # width of the autoregressive latents it is conditioned on
+    in_tokens: int = 8193  # rows of the code embedding (conditioning on raw mel codes)
+    out_channels: int = 200  # eps and the learned variance, in_channels each
+    rel_pos_buckets: int = 32  # T5-style relative position buckets of every attention block
+    rel_pos_max_distance: int = 64
+
+    RELEASED: ClassVar["DiffusionConfig"]
+
+    def __post_init__(self) -> None:
+        if self.model_channels % self.num_heads:
+            raise ValueError(f"model_channels {self.model_channels} is not divisible by num_heads {self.num_heads}")
+
+
+DiffusionConfig.RELEASED = DiffusionConfig()
+
+
+@dataclass(frozen=True)
+class VocoderConfig(_FromDict):
+    """Dimensions of the UnivNet vocoder (`UnivNetGenerator`): 100-band 24 kHz log-mel + noise -> waveform.
+
+    Each stride is one upsampling block (location-variable convolutions); their product is the hop length.
+    """
+
+    noise_dim: int = 64  # channels of the Gaussian noise input z
+    channel_size: int = 32  # width of the upsampling stack
+    dilations: tuple[int, ...] = (1, 3, 9, 27)  # one gated LVC layer per dilation, in every block
+    strides: tuple[int, ...] = (8, 8, 4)  # upsampling factor of each block
+    leaky_relu_slope: float = 0.2
+    kpnet_conv_size: int = 3  # kernel size of the kernel predictor's residual / output convs
+    kpnet_hidden_channels: int = 64  # the original fixes this (KernelPredictor default)
+    lvc_kernel_size: int = 3  # size of each predicted (location-variable) kernel; fixed in the original
+    hop_length: int = 256  # output samples per mel frame (= product of strides)
+    mel_channels: int = 100
+
+    RELEASED: ClassVar["VocoderConfig"]
+
+    def __post_init__(self) -> None:
+        upsampling = 1
+        for stride in self.strides:
+            upsampling *= stride
+        if upsampling != self.hop_length:
+            raise ValueError(f"the strides {self.strides} upsample by {upsampling}, not by hop_length {self.hop_length}")
+        if self.kpnet_conv_size % 2 == 0 or self.lvc_kernel_size % 2 == 0:
+            raise ValueError("kpnet_conv_size and lvc_kernel_size must be odd ('same' padding)")
+
+
+VocoderConfig.RELEASED = VocoderConfig()

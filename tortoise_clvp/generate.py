@@ -143,10 +143,9 @@ def sample_candidates(
     (quirk 10), which is what CLVP scores. `on_batch(done, total)` reports progress.
     """
     check_lengths(model, text_ids, options)
-    param = model.mel_head.weight
-    text = model.wrap_text(text_ids.reshape(1, -1).to(param.device))
+    text = model.wrap_text(text_ids.reshape(1, -1).to(model.device))
     with torch.inference_mode():
-        prompt = model.embed_prompt(cond_latent.reshape(1, -1).to(param.device, param.dtype), text)
+        prompt = model.embed_prompt(cond_latent.reshape(1, -1).to(model.device, model.dtype), text)
     batches = options.batch_sizes()
     results = []
     try:

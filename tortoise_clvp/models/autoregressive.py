@@ -142,6 +142,15 @@ class AutoregressiveModel(nn.Module):
         self.final_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.mel_head = nn.Linear(dim, config.number_mel_codes)
 
+    @property
+    def device(self) -> torch.device:
+        return self.mel_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (embeddings are never packed or quantised, so they tell it)."""
+        return self.mel_embedding.weight.dtype
+
     # conditioning -----------------------------------------------------------------------------------------------
     def get_conditioning(self, mels: Tensor) -> Tensor:
         """Conditioning mels (B, clips, 80, T) or (clips, 80, T) -> latent (B, C) averaged over clips."""
@@ -183,9 +192,8 @@ class AutoregressiveModel(nn.Module):
         first = self.blocks[0].attn.cache
         if first is not None and first.k.shape[0] == batch and first.k.shape[2] >= max_len:
             return
-        param = self.mel_head.weight
         for block in self.blocks:
-            block.attn.cache = KVCache(batch, self.config.heads, max_len, self.config.head_dim, param.dtype, param.device)
+            block.attn.cache = KVCache(batch, self.config.heads, max_len, self.config.head_dim, self.dtype, self.device)
 
     def release_cache(self) -> None:
         for block in self.blocks:

@@ -1,0 +1,36 @@
+"""oneDNN-packed linear layers: same outputs as nn.Linear, same generations, left out of state dicts."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from tortoise_clvp.generate import DecodingOptions, sample_candidates
+from tortoise_clvp.models.packed_linear import PackedLinear, pack_linears
+from tortoise_clvp.sampling import SamplingOptions
+
+
+def test_packed_linear_matches_linear_for_every_row_count():
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 200)
+    packed = PackedLinear(linear)
+    for rows in (1, 3, 16, 57):
+        x = torch.randn(rows, 1, 96)
+        torch.testing.assert_close(packed(x), linear(x), atol=1e-5, rtol=1e-5)
+
+
+def test_packing_a_decoder_keeps_generations_and_drops_packed_weights_from_state(ar_fixture):
+    model, cases, _ = ar_fixture
+    packed = copy.deepcopy(model)
+    swapped = pack_linears(packed)
+    if swapped == 0:
+        pytest.fail("oneDNN linear ops are missing from this PyTorch build; the CPU fast path would be silently off")
+    assert swapped == 4 * model.config.layers + 1  # qkv, proj, fc, proj per block, plus the mel head
+    assert not any("packed" in key for key in packed.state_dict())
+    options = DecodingOptions(sampling=SamplingOptions(do_sample=False), num_candidates=1, batch_size=1, max_new_tokens=25)
+    text = cases["inference.in.text_tokens"][0]
+    for latent in cases["inference.in.cond_latents"]:
+        assert torch.equal(sample_candidates(packed, latent, text, options), sample_candidates(model, latent, text, options))
