@@ -20,7 +20,6 @@ from conftest import read_json, read_tensors
 GOLDEN_ATOL = 1e-6
 BASE_BETAS_PREFIX = "base.linear_betas_"
 MEAN_VARIANCE_FIELDS = ("mean", "variance", "log_variance", "pred_xstart")
-FIXTURE_COND_FREE_K = 2.0  # what: "load_discrete_vocoder_diffuser(..., cond_free_k=2.0)"
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +30,15 @@ def math_config(reference_dir):
 @pytest.fixture(scope="module")
 def math_tensors(reference_dir):
     return read_tensors(reference_dir / "diffusion_math" / "cases.safetensors")
+
+
+def _fixture_k(config) -> float:
+    """The diffuser's cond_free_k, recovered from the recorded ramped weights k (1 - t / n)."""
+    guided = [step for step in config["steps"] if step["cond_free"]]
+    assert guided, "the fixture has no conditioning-free case"
+    implied = [step["cond_free_k_effective"] / (1 - step["t_spaced"] / step["n_steps"]) for step in guided]
+    assert max(implied) - min(implied) < 1e-9, implied
+    return implied[min(range(len(guided)), key=lambda i: guided[i]["t_spaced"])]  # t = 0: exact
 
 
 def _trained_steps(tensors) -> int:
@@ -99,7 +107,7 @@ def test_golden_steps(math_config, math_tensors):
     for step in math_config["steps"]:
         key, n, t = step["key"], step["n_steps"], step["t_spaced"]
         schedule = ds.spaced_schedule(n, steps)
-        k = FIXTURE_COND_FREE_K if step["cond_free"] else None
+        k = _fixture_k(math_config) if step["cond_free"] else None
         seen: list[tuple[list[int], torch.dtype]] = []
         fixed = _stand_in(math_tensors, step["cond_free"])
 
@@ -128,7 +136,7 @@ def test_golden_float64_state_agrees_to_float32_precision(math_config, math_tens
     for step in math_config["steps"]:
         key, n, t = step["key"], step["n_steps"], step["t_spaced"]
         schedule = ds.spaced_schedule(n, steps)
-        k = FIXTURE_COND_FREE_K if step["cond_free"] else None
+        k = _fixture_k(math_config) if step["cond_free"] else None
         denoise = _stand_in(math_tensors, step["cond_free"], torch.float64)
         out = ds.p_mean_variance(denoise, schedule, x, t, k)
         assert out.mean.dtype == torch.float64
@@ -156,6 +164,15 @@ DATA_MEAN = 0.1
 DATA_STD = 0.2
 
 
+@pytest.fixture
+def one_thread():
+    """The analytic tests use small tensors: on a busy shared machine two threads only add wake-up latency."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _gaussian_denoiser(mean: float, std: float, calls: list | None = None):
     """Exact eps for data ~ N(mean, std^2) per element: E[eps | x_t] = sigma (x - a mean) / (a^2 std^2 + sigma^2)."""
     alphas_cumprod = torch.cumprod(1.0 - torch.from_numpy(ds.linear_betas()), 0)
@@ -180,7 +197,7 @@ def _exact_flow(noise: torch.Tensor) -> torch.Tensor:
     return DATA_MEAN + math.sqrt(abar_last) * DATA_STD**2 * z / math.sqrt(abar_last * DATA_STD**2 + 1 - abar_last)
 
 
-def test_ode_samplers_converge_and_dpm_solver_is_faster():
+def test_ode_samplers_converge_and_dpm_solver_is_faster(one_thread):
     shape = (2, 4, 256)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     denoise = _gaussian_denoiser(DATA_MEAN, DATA_STD)
@@ -199,7 +216,7 @@ def test_ode_samplers_converge_and_dpm_solver_is_faster():
     assert errors["dpm++2m", 12] < errors["ddim", 48] / 2, errors  # fewer steps, better answer
 
 
-def test_dpm_solver_matches_p_sampler_statistics():
+def test_dpm_solver_matches_p_sampler_statistics(one_thread):
     """The p-sampler (many steps) and DPM-Solver++ (few steps) both end at the data distribution N(mean, std^2)."""
     shape = (1, 8, 1000)
     denoise = _gaussian_denoiser(DATA_MEAN, DATA_STD)
@@ -213,7 +230,7 @@ def test_dpm_solver_matches_p_sampler_statistics():
     assert fast.std().item() == pytest.approx(slow.std().item(), abs=0.01)
 
 
-def test_guided_ode_samplers_agree_with_many_step_ddim():
+def test_guided_ode_samplers_agree_with_many_step_ddim(one_thread):
     """With guidance (two Gaussians, ramped weight) DPM-Solver++ on its own log-SNR steps converges to what
     DDIM on the original's steps converges to (same guidance rule), and far faster."""
     shape = (1, 4, 128)
@@ -296,6 +313,7 @@ def test_p_sampler_is_reproducible_with_a_generator():
         ({"cond_free_k": float("nan")}, "cond_free_k must be"),
         ({"temperature": -0.1}, "temperature must be"),
         ({"temperature": float("inf")}, "temperature must be"),
+        ({"cond_free_k": True}, "cond_free_k must be"),
     ],
 )
 def test_options_validation(kwargs, message):

@@ -62,10 +62,11 @@ class TextToSpeech:
     def from_local(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "TextToSpeech":
         """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native).
 
-        On CPU in float32 the decoder's linear layers get oneDNN-packed weights (much faster small-batch decoding).
+        On CPU in float32 the linear layers get oneDNN-packed weights (much faster small-batch decoding).
         """
         models = load_models(model_dir, device, dtype)
         pack_linears(models.autoregressive)
+        pack_linears(models.clvp)
         return cls(models)
 
     @property

@@ -6,7 +6,9 @@ This module holds that math and three samplers that share one guidance rule:
 
 - ``"p"``: the original ancestral sampler (``p_sample`` over t = n-1 ... 0), what Tortoise runs;
 - ``"ddim"``: DDIM with eta = 0 (deterministic), as the original's ``ddim_sample``;
-- ``"dpm++2m"``: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): data prediction, multistep, in log-SNR.
+- ``"dpm++2m"``: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): data prediction, multistep, in log-SNR,
+  on its own log-SNR-uniform set of timesteps (the original's even spacing of the linear schedule leaves
+  one huge log-SNR jump at the end, where the 2M extrapolation breaks down).
 
 The denoiser
 ------------
@@ -22,9 +24,14 @@ The network is passed in as a callable ``denoise(x, t)``:
   such a callable from ``forward(x (2B, C, T), t (2B,), conditioning_free (2B,) bool) -> (2B, 2C, T)``
   with the conditioned rows first.
 
-Guidance (the original's ramped weight): with ``k_eff = k * (1 - t / n)`` for the SPACED index t of an
-n-step schedule (about 0 at the first, noisiest step, k at the last), eps = (1 + k_eff) eps_cond -
-k_eff eps_uncond; the variance value always comes from the conditioned output.
+Guidance (the original's ramped weight): eps = (1 + k_eff) eps_cond - k_eff eps_uncond with
+``k_eff = k * (1 - t / n)`` for the SPACED index t of an n-step schedule (about 0 at the first, noisiest
+step, k at the last); the variance value always comes from the conditioned output. DPM-Solver++'s steps use
+the same formula with t / n replaced by timestep / 4000, the limit of the original's t / n for many steps
+(``Schedule.guidance_position``), so all three approach the same guided answer.
+
+RNG: `sample(..., generator=None)` draws the initial noise and then one normal per step (also at t = 0,
+where it is unused) from the global RNG, in the original's order.
 
 Schedules are built in float64 like the original; each per-step coefficient is cast to the state dtype
 where it meets a tensor, as the original's ``_extract_into_tensor`` does (so float32 runs reproduce it).
@@ -240,12 +247,15 @@ class Prediction:
 
 @dataclass(frozen=True, eq=False)
 class MeanVariance:
-    """p(x_{t-1} | x_t) as the original's p_mean_variance returns it."""
+    """p(x_{t-1} | x_t) as the original's p_mean_variance returns it (variance computed on demand)."""
 
     mean: Tensor
-    variance: Tensor
     log_variance: Tensor
     pred_xstart: Tensor
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.exp(self.log_variance)
 
 
 def _coef(array: Tensor, t: int, like: Tensor) -> Tensor:
@@ -311,7 +321,7 @@ def mean_variance(schedule: Schedule, x: Tensor, t: int, prediction: Prediction)
     log_variance = frac * _coef(schedule.log_betas, t, x) + (1 - frac) * _coef(
         schedule.posterior_log_variance_clipped, t, x
     )
-    return MeanVariance(mean, torch.exp(log_variance), log_variance, prediction.pred_xstart)
+    return MeanVariance(mean, log_variance, prediction.pred_xstart)
 
 
 def p_mean_variance(
@@ -451,6 +461,10 @@ def dpm_solver_pp_2m_loop(
 # Entry point
 
 
+def _is_finite_nonnegative(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
     """How the spectrogram decoder is sampled.
@@ -459,7 +473,7 @@ class SamplerOptions:
         gets close to the p-sampler's quality in far fewer steps).
     steps: how many of the 4000 trained steps are visited (Tortoise presets: 30, 80, 200, 400; tts() 100).
     cond_free: conditioning-free guidance; the denoiser then returns (conditioned, unconditioned).
-    cond_free_k: the guidance weight k, ramped as k * (1 - t / steps) (Tortoise: 2).
+    cond_free_k: the guidance weight k, ramped as k * (1 - t / steps) (Tortoise: 2); 0 = no guidance.
     temperature: scale of the initial noise (Tortoise's diffusion_temperature, 1.0); 0 starts from zeros.
     """
 
@@ -480,11 +494,9 @@ class SamplerOptions:
             )
         if not isinstance(self.cond_free, bool):
             raise OptionsError(f"cond_free must be True or False, got {self.cond_free!r}")
-        if not (isinstance(self.cond_free_k, (int, float)) and math.isfinite(self.cond_free_k) and self.cond_free_k >= 0):
+        if not _is_finite_nonnegative(self.cond_free_k):
             raise OptionsError(f"cond_free_k must be a finite number >= 0 (Tortoise: 2), got {self.cond_free_k!r}")
-        if not (
-            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0
-        ):
+        if not _is_finite_nonnegative(self.temperature):
             raise OptionsError(f"temperature must be a finite number >= 0 (Tortoise: 1), got {self.temperature!r}")
 
     @property
