@@ -14,7 +14,7 @@ import torch
 from conftest import read_json, read_tensors
 from tortoise_clvp.config import DiffusionConfig
 from tortoise_clvp.errors import CheckpointError
-from tortoise_clvp.models.diffusion import DiffusionModel, output_frames
+from tortoise_clvp.models.diffusion import DiffusionModel, output_frames, relative_position_buckets
 from tortoise_clvp.weights.original_diffusion import (
     diffusion_config_from_original_kwargs,
     diffusion_config_from_state,
@@ -48,7 +48,8 @@ def _conditioning_mels(reference_dir, meta) -> torch.Tensor:
 
 
 def _forward_cases(cases) -> list[tuple[int, str]]:
-    found = sorted((int(m.group(1)), m.group(2)) for k in cases if (m := re.fullmatch(r"forward\.t(\d+)\.(cond|uncond)", k)))
+    pattern = re.compile(r"forward\.t(\d+)\.(cond|uncond)")
+    found = sorted((int(m.group(1)), m.group(2)) for k in cases if (m := pattern.fullmatch(k)))
     assert found, "the fixture has no forward.t<T>.<cond|uncond> cases"
     return found
 
@@ -102,7 +103,8 @@ def test_forward_direct_with_code_prediction(tiny):
     if "forward_direct.out" not in cases:
         pytest.skip("no forward_direct case in this fixture")
     x = cases["forward_direct.in.x"]
-    embeddings = model.timestep_independent(cases["forward_direct.in.latents"], cases["forward_direct.in.cond_latent"], x.shape[-1])
+    latents, cond_latent = cases["forward_direct.in.latents"], cases["forward_direct.in.cond_latent"]
+    embeddings = model.timestep_independent(latents, cond_latent, x.shape[-1])
     _close(model(x, cases["forward_direct.in.timesteps"], embeddings), cases["forward_direct.out"], "forward_direct")
     _close(model.predict_mel(embeddings), cases["forward_direct.out.mel_pred"], "forward_direct mel_pred")
 
@@ -115,11 +117,26 @@ def test_batched_cond_uncond_equals_separate_forwards(tiny):
     uncond = model.unconditioned_embeddings(1, x.shape[-1])
     for t, _ in _forward_cases(cases)[::2]:
         ts = torch.tensor([t])
-        both = model(x.repeat(2, 1, 1), ts.repeat(2), torch.cat([cond, uncond]))  # rows [cond, uncond]
+        both = model(x.repeat(2, 1, 1), ts.repeat(2), model.with_unconditioned(cond))  # rows [cond, uncond]
         torch.testing.assert_close(both[:1], model(x, ts, cond), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(both[1:], model(x, ts, uncond), atol=1e-5, rtol=1e-5)
     # a batch-1 embedding broadcasts over the rows of x
-    torch.testing.assert_close(model(x.repeat(2, 1, 1), ts.repeat(2), cond)[1:], model(x, ts, cond), atol=1e-5, rtol=1e-5)
+    broadcast = model(x.repeat(2, 1, 1), ts.repeat(2), cond)
+    torch.testing.assert_close(broadcast[1:], model(x, ts, cond), atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_position_bias_is_the_t5_bias_of_every_query_key_pair(tiny):
+    """The Toeplitz layout equals a lookup of every (query, key) pair, also past max_distance."""
+    model, _, _, config, _ = tiny
+    block = model.layers[0].attn if config.num_layers else model.integrator[0].attn
+    length = 3 * config.rel_pos_max_distance + 5
+    pos = torch.arange(length)
+    offsets = pos[:, None] - pos[None, :]  # query - key
+    buckets = relative_position_buckets(offsets, config.rel_pos_buckets, config.rel_pos_max_distance)
+    head_dim = config.model_channels // config.num_heads
+    expected = block.rel_bias.weight[buckets].permute(2, 0, 1) * head_dim**0.5  # (H, T, T)
+    torch.testing.assert_close(block.position_bias(length), expected, atol=0, rtol=0)
 
 
 def test_full_size_keys_all_map(reference_dir):

@@ -91,3 +91,11 @@ def test_wrong_slot_and_bad_files(tiny, reference_dir, tmp_path):
     truncated.write_bytes((reference_dir / "models" / "ar_tiny" / "autoregressive.pth").read_bytes()[:4000])
     with pytest.raises(CheckpointError):
         load_autoregressive_original(truncated, config)
+
+
+def test_a_text_file_is_a_clear_error(tmp_path, tiny):
+    _, config, _ = tiny
+    text = tmp_path / "notes.pth"
+    text.write_text("this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_autoregressive_original(text, config)

@@ -95,7 +95,7 @@ class AttentionBlock(nn.Module):
         The bias depends only on query - key, so it is looked up for the 2T - 1 offsets and laid out as a
         Toeplitz matrix (no T x T bucket computation)."""
         offsets = torch.arange(length - 1, -length, -1, device=self.rel_bias.weight.device)  # query - key, m = 0..2T-2
-        buckets = relative_position_buckets(offsets, self.rel_bias.num_embeddings, self.max_distance)
+        buckets = relative_position_buckets(offsets, self.rel_bias.num_embeddings, self.max_distance)  # (2T-1,)
         head_dim = self.proj_out.in_channels // self.heads
         table = self.rel_bias(buckets).t() * head_dim**0.5  # (H, 2T-1); column m holds key - query = m - (T-1)
         return table.unfold(1, length, 1).flip(1)  # (H, T, T): [h, i, j] = table[h, T-1-i+j]
@@ -167,7 +167,8 @@ class DiffusionModel(nn.Module):
         self.code_embedding = nn.Embedding(config.in_tokens, c)
         self.code_blocks = nn.Sequential(*(_attention(config, c) for _ in range(CODE_CONVERTER_BLOCKS)))
         self.code_norm = norm(c)
-        self.unconditioned_embedding = nn.Parameter(torch.zeros(1, c, 1))  # replaces the aligned embeddings when guidance drops them
+        # stands in for the aligned embeddings in the conditioning-free (guidance) pass
+        self.unconditioned_embedding = nn.Parameter(torch.zeros(1, c, 1))
         self.mel_head = nn.Conv1d(c, config.in_channels, 3, padding=1)  # the training-time aux mel prediction
         # denoiser
         self.time_in = nn.Linear(c, c)
@@ -217,6 +218,13 @@ class DiffusionModel(nn.Module):
         """The conditioning-free embeddings (B, C, T): the learned `unconditioned_embedding` at every frame
         (what the original uses with ``conditioning_free=True``; independent of latents and voice)."""
         return self.unconditioned_embedding.expand(batch, -1, expected_seq_len)
+
+    def with_unconditioned(self, embeddings: Tensor) -> Tensor:
+        """Conditioned embeddings (B, C, T) -> (2B, C, T): those rows, then as many conditioning-free rows.
+        One `forward` on ``(cat([x, x]), cat([t, t]), this)`` gives both halves of a classifier-free-guidance
+        step (the row order of `diffusion_sampler.stacked_denoiser`)."""
+        b, _, t = embeddings.shape
+        return torch.cat([embeddings, self.unconditioned_embeddings(b, t).to(embeddings.dtype)])
 
     def predict_mel(self, embeddings: Tensor) -> Tensor:
         """The original's ``return_code_pred`` output: a mel guess (B, 100, T) straight from the aligned embeddings
