@@ -79,6 +79,8 @@ def tiny_model_dir(reference_dir: Path, tmp_path_factory) -> Path:
     models = reference_dir / "models"
     shutil.copyfile(models / "ar_tiny" / "autoregressive.pth", folder / "autoregressive.pth")
     shutil.copyfile(models / "clvp_tiny" / "clvp.pth", folder / "clvp2.pth")
+    shutil.copyfile(models / "diffusion_tiny" / "diffusion_decoder.pth", folder / "diffusion_decoder.pth")
+    shutil.copyfile(models / "vocoder_tiny" / "vocoder.pth", folder / "vocoder.pth")
     for name in ("tokenizer.json", "mel_norms.pth"):
         shutil.copyfile(reference_dir / "tortoise" / name, folder / name)
     sizes = {

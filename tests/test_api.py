@@ -98,3 +98,57 @@ def test_bad_inputs_are_clear_errors(tts, tmp_path, reference_dir):
         tts.candidates("Hello.", [torch.zeros(1, 22050)], options)
     with pytest.raises(AudioError, match="no voice clips"):
         tts.candidates("Hello.", [], options)
+
+
+def _tiny_generation(k: int = 1, sampler: str = "dpm++2m") -> "GenerationOptions":
+    from tortoise_clvp.diffusion_sampler import SamplerOptions
+    from tortoise_clvp.presets import GenerationOptions
+
+    return GenerationOptions(
+        decoding=DecodingOptions(num_candidates=3, batch_size=3, max_new_tokens=24),
+        diffusion=SamplerOptions(sampler=sampler, steps=4),
+        k=k,
+    )
+
+
+def test_generate_makes_repeatable_audio_and_saves_it(tts, reference_dir, tmp_path):
+    clips = [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"]
+    stages = []
+    speech = tts.generate("Hello there.", clips, _tiny_generation(k=2), seed=3, progress=lambda s, d, t: stages.append(s))
+    again = tts.generate("Hello there.", clips, _tiny_generation(k=2), seed=3)
+    assert speech.sample_rate == 24000 and len(speech.waveforms) == 2
+    for wav, latents in zip(speech.waveforms, speech.candidates.latents):
+        assert wav.dim() == 1 and wav.shape[0] == latents.shape[0] * 4 * 24000 // 22050 * 256
+        assert wav.abs().max() <= 1.0 and torch.isfinite(wav).all()
+    assert all(torch.equal(a, b) for a, b in zip(speech.waveforms, again.waveforms))
+    assert {"sampling", "reranking", "diffusion"} <= set(stages)
+    assert {"diffusion", "vocoder"} <= set(speech.timings)
+    path = speech.save(tmp_path / "out.wav")
+    import soundfile
+
+    data, rate = soundfile.read(path)
+    assert rate == 24000 and data.shape[0] == speech.waveform.shape[0]
+
+
+def test_generate_accepts_a_preset_name_and_conditioning(tts, reference_dir):
+    conditioning = tts.get_conditioning([reference_dir / "audio" / "speech_b_24k_mono_s16.wav"], seed=1)
+    assert conditioning.diffusion is not None
+    speech = tts.generate("Hi.", conditioning, _tiny_generation(sampler="p"), seed=1)
+    assert speech.duration > 0
+    with pytest.raises(OptionsError, match="unknown preset"):
+        tts.generate("Hi.", conditioning, "warp_speed")
+    with pytest.raises(OptionsError, match="no diffusion latent"):
+        tts.generate("Hi.", Conditioning(conditioning.autoregressive), _tiny_generation())
+
+
+def test_generate_without_waveform_models_says_what_is_missing(tiny_model_dir, tmp_path, reference_dir):
+    import shutil
+
+    from tortoise_clvp.errors import CheckpointError
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_model_dir, partial)
+    (partial / "vocoder.pth").unlink()
+    tts = TextToSpeech.from_local(partial)
+    with pytest.raises(CheckpointError, match="vocoder.pth"):
+        tts.generate("Hi.", [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"], _tiny_generation())

@@ -82,6 +82,6 @@ def test_bad_directories_are_clear_errors(tmp_path, tiny_model_dir):
         load_models(swapped)
     broken = tmp_path / "broken"
     convert(tiny_model_dir, broken)
-    (broken / native.CLVP_FILE).write_bytes(b"not safetensors")
+    (broken / native.weights_file("clvp")).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_models(broken)

@@ -1,7 +1,7 @@
-"""The Python API: load a model directory, condition on a voice, sample and rank speech-token candidates.
+"""The Python API: load a model directory, condition on a voice, make speech.
 
-`TextToSpeech.candidates` is the pipeline up to the diffusion decoder, as an ordered list of stage calls:
-tokenize -> condition -> sample -> fix -> score -> rank -> latents for the best.
+Each method is an ordered list of stage calls. `candidates`: tokenize -> condition -> sample -> fix -> score
+-> rank -> latents for the best. `generate`: candidates -> diffusion (latents -> mel) -> vocoder (mel -> 24 kHz).
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
-from .audio import CONDITIONING_SAMPLE_RATE, load_audio
-from .conditioning import Conditioning, autoregressive_conditioning
+from .audio import CONDITIONING_SAMPLE_RATE, load_audio, save_audio
+from .conditioning import Conditioning, autoregressive_conditioning, diffusion_conditioning
 from .config import TOKENS
-from .errors import OptionsError
+from .errors import CheckpointError, OptionsError
 from .generate import DecodingOptions, check_lengths, sample_candidates
+from .mel import OUTPUT_SAMPLE_RATE
 from .models.packed_linear import pack_linears
+from .presets import DEFAULT_PRESET, GenerationOptions, preset
 from .rerank import RankedCandidates, rank, score_candidates
+from .spectrogram import latents_to_mel
 from .trimming import calm_trim_length, fix_speech_decoder_output, speech_lengths
 from .weights.model_dir import LoadedModels, load_models
 
@@ -50,6 +53,30 @@ class CandidateResult:
     latents: list[Tensor]
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Speech:
+    """Generated speech: `waveforms` holds one (samples,) float tensor at `sample_rate` per requested best
+    candidate, best first; `waveform` is the best. `candidates` tells how they were chosen."""
+
+    waveforms: list[Tensor]
+    sample_rate: int
+    candidates: CandidateResult
+    seed: int
+    timings: dict[str, float]
+
+    @property
+    def waveform(self) -> Tensor:
+        return self.waveforms[0]
+
+    @property
+    def duration(self) -> float:
+        return self.waveform.shape[-1] / self.sample_rate
+
+    def save(self, path: str | os.PathLike, index: int = 0) -> Path:
+        """Write one waveform (default: the best) atomically; the format follows the suffix (wav, flac, ogg)."""
+        return save_audio(path, self.waveforms[index], self.sample_rate)
 
 
 class TextToSpeech:
@@ -88,7 +115,8 @@ class TextToSpeech:
         waves = [clip if isinstance(clip, Tensor) else load_audio(clip, CONDITIONING_SAMPLE_RATE) for clip in clips]
         rng = random.Random(seed)
         latent = autoregressive_conditioning(self.models.autoregressive, waves, self.models.mel_norms, rng)
-        return Conditioning(autoregressive=latent)
+        diffusion = self.models.diffusion
+        return Conditioning(latent, None if diffusion is None else diffusion_conditioning(diffusion, waves))
 
     def candidates(
         self,
@@ -143,3 +171,44 @@ class TextToSpeech:
         latents = model.speech_latents(cond, text_ids.to(model.device).expand(k, -1), codes.to(model.device))
         return [latents[i, : calm_trim_length(codes[i])].float().cpu() for i in range(k)]
 
+
+    def generate(
+        self,
+        text: str,
+        voice: Voice,
+        options: GenerationOptions | str = DEFAULT_PRESET,
+        seed: int | None = None,
+        progress: Progress | None = None,
+    ) -> Speech:
+        """Speak `text` in `voice` (clips or a Conditioning); `options` is a GenerationOptions or a preset name.
+
+        The same seed gives the same audio. Stages reported to `progress`: sampling, reranking, diffusion.
+        """
+        models = self.models
+        if models.diffusion is None or models.vocoder is None:
+            raise CheckpointError(
+                "making audio needs the diffusion decoder and the vocoder: put Tortoise's diffusion_decoder.pth "
+                "and vocoder.pth in the model directory (candidates() works without them)"
+            )
+        options = preset(options) if isinstance(options, str) else options
+        seed = random.randrange(_SEED_RANGE) if seed is None else seed
+        if isinstance(voice, Conditioning) and voice.diffusion is None:
+            raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")
+        conditioning = voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, seed)
+        result = self.candidates(text, conditioning, options.decoding, options.k, seed, options.clvp_batch_size, progress)
+        timings = dict(result.timings)
+
+        generator = torch.Generator(self.device).manual_seed(seed + 1)  # waveform stage: its own stream
+        mels, start = [], time.perf_counter()
+        total = options.diffusion.steps * len(result.latents)
+        for index, latents in enumerate(result.latents):
+            base = index * options.diffusion.steps
+            on_step = None if progress is None else (lambda done, _of, base=base: progress("diffusion", base + done, total))
+            mels.append(latents_to_mel(models.diffusion, latents, conditioning.diffusion, options.diffusion, generator, on_step))
+        timings["diffusion"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        with torch.inference_mode():
+            waveforms = [models.vocoder.inference(mel[None].float(), generator)[0, 0].float().cpu() for mel in mels]
+        timings["vocoder"] = time.perf_counter() - start
+        return Speech(waveforms, OUTPUT_SAMPLE_RATE, result, seed, timings)

@@ -9,16 +9,22 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .audio import format_conditioning
+from .audio import diffusion_conditioning_mel, format_conditioning
 from .errors import AudioError
 from .models.autoregressive import AutoregressiveModel
+from .models.diffusion import DiffusionModel
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What a voice contributes to generation. autoregressive: (C,) mean of the clips' encoder outputs."""
+    """What a voice contributes to generation.
+
+    autoregressive: (C,) mean of the clips' conditioning-encoder outputs, prompts the speech-token decoder.
+    diffusion: (2C',) the diffusion decoder's voice latent; None when only candidates are wanted.
+    """
 
     autoregressive: Tensor
+    diffusion: Tensor | None = None
 
 
 def check_clip(wav: Tensor, name: str) -> Tensor:
@@ -51,4 +57,15 @@ def autoregressive_conditioning(
         raise AudioError("no voice clips given; pass at least one reference clip")
     mels = [format_conditioning(check_clip(clip, f"#{i + 1}"), mel_norms, rng) for i, clip in enumerate(clips)]
     stacked = torch.stack(mels, dim=1).to(model.device, model.dtype)  # (1, clips, 80, T)
+    return model.get_conditioning(stacked)[0]
+
+
+@torch.inference_mode()
+def diffusion_conditioning(model: DiffusionModel, clips: Sequence[Tensor]) -> Tensor:
+    """22.05 kHz clips -> (2C',) latent: each clip resampled to 24 kHz, its first 102400 samples mel'd (quirk 5),
+    encoded, and the clips' encodings averaged over time together (quirk 6)."""
+    if not clips:
+        raise AudioError("no voice clips given; pass at least one reference clip")
+    mels = [diffusion_conditioning_mel(check_clip(clip, f"#{i + 1}")) for i, clip in enumerate(clips)]
+    stacked = torch.stack(mels, dim=1).to(model.device, model.dtype)  # (1, clips, 100, T)
     return model.get_conditioning(stacked)[0]

@@ -85,8 +85,10 @@ class AttentionBlock(nn.Module):
         self.heads = heads
         self.max_distance = max_distance
         self.norm = norm(channels)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)  # rows [q all heads; k; v] (the loader de-interleaves)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
+        # the original's 1x1 convs, as channels-last linears: q, k, v then come out with unit stride in the head
+        # dim (scaled_dot_product_attention's fused kernel needs it) and the CPU fast path can pack the weights
+        self.qkv = nn.Linear(channels, 3 * channels)  # rows [q all heads; k; v] (the loader de-interleaves)
+        self.proj_out = nn.Linear(channels, channels)
         self.rel_bias = nn.Embedding(buckets, heads)
 
     def position_bias(self, length: int) -> Tensor:
@@ -96,21 +98,19 @@ class AttentionBlock(nn.Module):
         Toeplitz matrix (no T x T bucket computation)."""
         offsets = torch.arange(length - 1, -length, -1, device=self.rel_bias.weight.device)  # query - key, m = 0..2T-2
         buckets = relative_position_buckets(offsets, self.rel_bias.num_embeddings, self.max_distance)  # (2T-1,)
-        head_dim = self.proj_out.in_channels // self.heads
+        head_dim = self.proj_out.in_features // self.heads
         table = self.rel_bias(buckets).t() * head_dim**0.5  # (H, 2T-1); column m holds key - query = m - (T-1)
         return table.unfold(1, length, 1).flip(1)  # (H, T, T): [h, i, j] = table[h, T-1-i+j]
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t = x.shape
-        # the 1x1 convs run as channels-last linears so q, k, v come out with unit stride in the head dim,
-        # which lets scaled_dot_product_attention use its fused kernel
         h = self.norm(x).transpose(1, 2)  # (B, T, C)
-        qkv = F.linear(h, self.qkv.weight[:, :, 0], self.qkv.bias)  # (B, T, 3C)
+        qkv = self.qkv(h)  # (B, T, 3C)
         q, k, v = qkv.view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
         bias = self.position_bias(t).to(q.dtype).expand(b, -1, -1, -1)  # (B, H, T, T)
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, d)
         h = h.transpose(1, 2).reshape(b, t, c)
-        return x + F.linear(h, self.proj_out.weight[:, :, 0], self.proj_out.bias).transpose(1, 2)
+        return x + self.proj_out(h).transpose(1, 2)
 
 
 class ResBlock(nn.Module):
@@ -180,6 +180,10 @@ class DiffusionModel(nn.Module):
         self.tail = nn.ModuleList(ResBlock(c) for _ in range(TAIL_RESBLOCKS))
         self.out_norm = norm(c)
         self.out_conv = nn.Conv1d(c, config.out_channels, 3, padding=1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_conv.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

@@ -16,9 +16,13 @@ convolution weights by the loader. Layout, for a mel of T frames and noise z of 
 ``inference`` adds what Tortoise's ``UnivNetGenerator.inference`` does around it (reference quirk 17): pad the mel
 with 10 near-silent frames, draw the noise, and trim those frames' audio off again.
 
-Speed notes (CPU): the location-variable convolution is written as one batched matmul per layer, every frame's
-window of samples against that frame's predicted kernel, instead of the original's 6-D einsum; the predicted
-kernels are laid out for that matmul once per block.
+Speed notes (CPU, same numbers as the original to float tolerance):
+- the location-variable convolution is one batched matmul per layer (each frame's unfolded window of samples
+  against that frame's kernel) instead of a 6-D einsum;
+- the kernel predictor's two output convs run as matmuls over unfolded frames, so the kernels come out frame-major,
+  and ``kernel_conv``'s rows are stored in (layer, out, in, tap) order (the loader permutes the original's
+  (layer, in, out, tap) once), so no per-call rearranging copy of the large kernel tensor is needed;
+- weight norm is folded at load, not recomputed on every call.
 """
 
 from __future__ import annotations
@@ -172,6 +176,8 @@ class UnivNetVocoder(nn.Module):
     def forward(self, mel: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """mel (B, mel_channels, T), z (B, noise_dim, T) -> (B, 1, T * hop_length), no padding, trimming or clamp."""
         self._check_mel(mel)
+        if mel.shape[2] <= NOISE_CONV_SIZE // 2:  # reflect padding needs more frames than it pads
+            raise ValueError(f"the vocoder's forward needs more than {NOISE_CONV_SIZE // 2} frames, got {mel.shape[2]}")
         expected = (mel.shape[0], self.config.noise_dim, mel.shape[2])
         if tuple(z.shape) != expected:
             raise ValueError(f"the vocoder's noise z must have shape {list(expected)}, got {list(z.shape)}")
@@ -192,6 +198,8 @@ class UnivNetVocoder(nn.Module):
         `z` is given, runs the network, drops the padding's audio and clamps.
         """
         self._check_mel(mel)
+        if z is not None and generator is not None:
+            raise ValueError("pass either a noise tensor z or a generator to draw it from, not both")
         batch, bands, frames = mel.shape
         padding = mel.new_full((batch, bands, INFERENCE_PAD_FRAMES), INFERENCE_PAD_VALUE)
         padded = torch.cat([mel, padding], dim=2)  # (B, mel_channels, T + pad)

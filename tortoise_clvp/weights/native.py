@@ -1,8 +1,9 @@
 """Our native format: safetensors weights in our own names plus one JSON of sizes, read without pickle.
 
-A native directory holds ``tortoise_clvp.json`` (format version and each model's config),
-``autoregressive.safetensors``, ``clvp.safetensors``, and Tortoise's ``tokenizer.json`` / ``mel_norms.pth``
-copied as they are. `model_dir.convert` writes one from any supported layout, atomically.
+A native directory holds ``tortoise_clvp.json`` (format version and each model's config), one
+``<part>.safetensors`` per model (autoregressive and clvp always; diffusion and vocoder when converted from
+a folder that had them), and Tortoise's ``tokenizer.json`` / ``mel_norms.pth`` copied as they are.
+`model_dir.convert` writes one from any supported layout, atomically.
 """
 
 from __future__ import annotations
@@ -12,36 +13,40 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from ..config import AutoregressiveConfig, ClvpConfig
+from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
 from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
+from ..models.diffusion import DiffusionModel
+from ..models.vocoder import UnivNetVocoder
 from .strict import load_strict
 
 CONFIG_FILE = "tortoise_clvp.json"
-AUTOREGRESSIVE_FILE = "autoregressive.safetensors"
-CLVP_FILE = "clvp.safetensors"
 FORMAT_NAME = "tortoise_clvp"
 FORMAT_VERSION = 1
 ASSET_FILES = ("tokenizer.json", "mel_norms.pth")
+# part name -> (config class, model class); the first two are required, the waveform stage's are optional
+PARTS: dict[str, tuple[Any, type[nn.Module]]] = {
+    "autoregressive": (AutoregressiveConfig, AutoregressiveModel),
+    "clvp": (ClvpConfig, ClvpModel),
+    "diffusion": (DiffusionConfig, DiffusionModel),
+    "vocoder": (VocoderConfig, UnivNetVocoder),
+}
+REQUIRED_PARTS = ("autoregressive", "clvp")
 
 
-def _read_weights(file: Path) -> dict[str, torch.Tensor]:
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing; convert the model again (clvp-tts convert SRC DST)")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {file} ({str(exc).splitlines()[0][:200]}); it is corrupt: convert again") from None
+def weights_file(part: str) -> str:
+    return f"{part}.safetensors"
 
 
-def load_native(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
-    """Read a native directory into eval-mode float32 models (strict: every key and shape checked)."""
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -51,27 +56,50 @@ def load_native(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
             f"{path / CONFIG_FILE} is format {meta.get('format')!r} version {meta.get('version')!r}; this package "
             f"reads {FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
         )
+    return meta
+
+
+def _load_part(path: Path, meta: dict[str, Any], part: str) -> nn.Module:
+    config_class, model_class = PARTS[part]
     try:
-        ar_config = AutoregressiveConfig.from_dict(meta["autoregressive"])
-        clvp_config = ClvpConfig.from_dict(meta["clvp"])
+        config = config_class.from_dict(meta[part])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE} has a bad model config ({exc}); convert the model again") from None
+        raise CheckpointError(f"{path / CONFIG_FILE} has no valid {part} config ({exc}); convert the model again") from None
+    file = path / weights_file(part)
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; convert the model again (clvp-tts convert SRC DST)")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {file} ({str(exc).splitlines()[0][:200]}); it is corrupt: convert again") from None
     with torch.device("meta"):
-        autoregressive, clvp = AutoregressiveModel(ar_config), ClvpModel(clvp_config)
-    load_strict(autoregressive, _read_weights(path / AUTOREGRESSIVE_FILE), str(path / AUTOREGRESSIVE_FILE))
-    load_strict(clvp, _read_weights(path / CLVP_FILE), str(path / CLVP_FILE))
-    return autoregressive.eval(), clvp.eval()
+        model = model_class(config)
+    return load_strict(model, state, str(file)).eval()
 
 
-def save_native(
-    destination: str | Path, autoregressive: AutoregressiveModel, clvp: ClvpModel, assets: Path, overwrite: bool = False
-) -> Path:
+def load_native(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
+    """The decoder and the scorer of a native directory (strict: every key and shape checked)."""
+    meta = _read_meta(path)
+    return _load_part(path, meta, "autoregressive"), _load_part(path, meta, "clvp")
+
+
+def load_native_waveform_models(path: Path) -> tuple[DiffusionModel | None, UnivNetVocoder | None]:
+    """The diffusion decoder and the vocoder of a native directory, None for a part it was converted without."""
+    meta = _read_meta(path)
+    return tuple(_load_part(path, meta, part) if part in meta else None for part in ("diffusion", "vocoder"))
+
+
+def save_native(destination: str | Path, parts: dict[str, nn.Module], assets: Path, overwrite: bool = False) -> Path:
     """Write a native directory at `destination`, all or nothing: built in a temporary sibling, then renamed.
 
-    `assets` is the directory holding tokenizer.json and mel_norms.pth. An existing destination is refused
-    unless `overwrite`, and then it is replaced only once the new one is complete.
+    `parts` maps part names (see PARTS) to models; `assets` is the directory holding tokenizer.json and
+    mel_norms.pth. An existing destination is refused unless `overwrite`, and replaced only once the new one
+    is complete.
     """
     destination = Path(destination).expanduser()
+    missing = [part for part in REQUIRED_PARTS if part not in parts]
+    if missing or set(parts) - set(PARTS):
+        raise CheckpointError(f"a native directory needs {list(REQUIRED_PARTS)} and may add {list(PARTS)}; got {list(parts)}")
     if destination.exists() and not overwrite:
         raise CheckpointError(f"{destination} already exists; choose another path or pass overwrite")
     for name in ASSET_FILES:
@@ -82,12 +110,12 @@ def save_native(
         raise CheckpointError(f"the folder {parent} does not exist; create it first")
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
     try:
-        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
-                "autoregressive": autoregressive.config.to_dict(), "clvp": clvp.config.to_dict()}
-        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        for model, name in ((autoregressive, AUTOREGRESSIVE_FILE), (clvp, CLVP_FILE)):
+        meta: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        for part, model in parts.items():
+            meta[part] = model.config.to_dict()
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-            save_file(state, str(staging / name), metadata={"format": FORMAT_NAME})
+            save_file(state, str(staging / weights_file(part)), metadata={"format": FORMAT_NAME})
+        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         for name in ASSET_FILES:
             shutil.copyfile(assets / name, staging / name)
         if destination.exists():
@@ -103,4 +131,3 @@ def save_native(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return destination
-

@@ -29,6 +29,7 @@ DIFFUSION_CHECKPOINT = "diffusion_decoder.pth"
 # Constructor arguments of DiffusionTts that only matter for training (or pick autocast, a runtime choice).
 _DIFFUSION_TRAINING_ONLY_KWARGS = ("dropout", "use_fp16", "layer_drop", "unconditioned_percentage")
 _QKV = re.compile(r"\.qkv\.(weight|bias)$")
+_ATTENTION_CONV_WEIGHT = re.compile(r"\.(qkv|proj_out)\.weight$")  # 1x1 convs (out, in, 1); ours are linears
 
 
 def _attention_keys(theirs: str, ours: str) -> dict[str, str]:
@@ -125,10 +126,16 @@ def diffusion_state_from_original(
         ours = {k: v.shape for k, v in DiffusionModel(config).state_dict().items()}
     if set(mapping.values()) != set(ours):
         raise AssertionError(f"diffusion key map out of date: {sorted(set(ours) ^ set(mapping.values()))[:8]}")
-    check_state_dict({original: ours[name] for original, name in mapping.items()}, state, f"{source} (diffusion)")
+    expected = {original: ours[name] for original, name in mapping.items()}
+    for key in expected:
+        if _ATTENTION_CONV_WEIGHT.search(key):
+            expected[key] = (*expected[key], 1)
+    check_state_dict(expected, state, f"{source} (diffusion)")
     converted = {}
     for key, name in mapping.items():
         value = state[key]
+        if _ATTENTION_CONV_WEIGHT.search(key):
+            value = value[..., 0]
         if _QKV.search(key):
             value = _deinterleave_heads(value, config.num_heads)
         converted[name] = value

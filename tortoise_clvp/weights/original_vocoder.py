@@ -232,8 +232,9 @@ def vocoder_state_from_original(
     with torch.device("meta"):
         ours = {k: tuple(v.shape) for k, v in UnivNetVocoder(config).state_dict().items()}
     conv_map = vocoder_conv_map(config)
-    if set(vocoder_key_map(config).values()) != set(ours):  # the key map and the model must agree
-        raise AssertionError(f"vocoder key map out of date: {sorted(set(ours) ^ set(vocoder_key_map(config).values()))[:8]}")
+    mapped_names = set(vocoder_key_map(config).values())
+    if mapped_names != set(ours):  # the key map and the model must describe the same parameters
+        raise AssertionError(f"vocoder key map out of date: {sorted(set(ours) ^ mapped_names)[:8]}")
     expected: dict[str, tuple[int, ...]] = {}
     for theirs, our_prefix in conv_map.items():
         weight_shape = ours[f"{our_prefix}.{PLAIN_KEY}"]

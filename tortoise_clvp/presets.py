@@ -1,0 +1,66 @@
+"""Generation settings in one place: the original Tortoise presets and faster DPM-Solver++ ones.
+
+Override any field with `dataclasses.replace`, e.g. ``replace(PRESETS["fast"], k=3)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .diffusion_sampler import SamplerOptions
+from .errors import OptionsError
+from .generate import FAITHFUL_DECODING, DecodingOptions
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Everything `TextToSpeech.generate` needs besides the text, the voice and the seed.
+
+    decoding: candidate sampling (how many, how chosen). diffusion: the spectrogram sampler.
+    k: how many of the best-ranked candidates become waveforms (the first is the answer).
+    clvp_batch_size: candidates CLVP scores at once (memory vs speed).
+    """
+
+    decoding: DecodingOptions = field(default_factory=DecodingOptions)
+    diffusion: SamplerOptions = field(default_factory=SamplerOptions)
+    k: int = 1
+    clvp_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise OptionsError(f"k must be >= 1, got {self.k}")
+        if self.clvp_batch_size < 1:
+            raise OptionsError(f"clvp_batch_size must be >= 1, got {self.clvp_batch_size}")
+
+
+def _preset(candidates: int, sampler: str, steps: int, cond_free: bool = True) -> GenerationOptions:
+    return GenerationOptions(
+        decoding=DecodingOptions(num_candidates=candidates, batch_size=min(candidates, 16)),
+        diffusion=SamplerOptions(sampler=sampler, steps=steps, cond_free=cond_free),
+    )
+
+
+PRESETS: dict[str, GenerationOptions] = {
+    # the original's tts_with_preset values (candidates, diffusion steps, conditioning-free guidance)
+    "ultra_fast": _preset(16, "p", 30, cond_free=False),
+    "fast": _preset(96, "p", 80),
+    "standard": _preset(256, "p", 200),
+    "high_quality": _preset(256, "p", 400),
+    # DPM-Solver++(2M) reaches the p-sampler's answer in far fewer steps (benchmarks/diffusion_samplers.py)
+    "ultra_fast_dpm": _preset(16, "dpm++2m", 10),
+    "fast_dpm": _preset(96, "dpm++2m", 20),
+}
+DEFAULT_PRESET = "fast"
+
+
+def preset(name: str, faithful: bool = False) -> GenerationOptions:
+    """A named preset; `faithful` also restores the original's accidental sampling behaviours (see README)."""
+    if name not in PRESETS:
+        raise OptionsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    options = PRESETS[name]
+    if faithful:
+        faithful_decoding = replace(
+            FAITHFUL_DECODING, num_candidates=options.decoding.num_candidates, batch_size=options.decoding.batch_size
+        )
+        options = replace(options, decoding=faithful_decoding)
+    return options
