@@ -85,3 +85,31 @@ def test_bad_directories_are_clear_errors(tmp_path, tiny_model_dir):
     (broken / native.weights_file("clvp")).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_models(broken)
+
+
+def test_parts_from_different_sizes_are_refused(tmp_path):
+    from tortoise_clvp.config import AutoregressiveConfig, DiffusionConfig, VocoderConfig
+    from tortoise_clvp.models.autoregressive import AutoregressiveModel
+    from tortoise_clvp.models.diffusion import DiffusionModel
+    from tortoise_clvp.models.vocoder import UnivNetVocoder
+    from tortoise_clvp.weights.model_dir import check_parts_fit
+
+    with torch.device("meta"):
+        ar = AutoregressiveModel(AutoregressiveConfig(layers=1, model_dim=64, heads=4))
+        diffusion = DiffusionModel(DiffusionConfig(model_channels=64, num_layers=1, num_heads=4, in_latent_channels=128))
+        vocoder = UnivNetVocoder(VocoderConfig(mel_channels=80))
+        fitting = DiffusionModel(DiffusionConfig(model_channels=64, num_layers=1, num_heads=4, in_latent_channels=64))
+    with pytest.raises(CheckpointError, match="128-wide latents.*64-wide"):
+        check_parts_fit(ar, diffusion, None, tmp_path)
+    with pytest.raises(CheckpointError, match="80-band mels.*100-band"):
+        check_parts_fit(ar, fitting, vocoder, tmp_path)
+    check_parts_fit(ar, fitting, None, tmp_path)
+
+
+def test_native_round_trip_keeps_the_waveform_models(tiny_model_dir, tmp_path):
+    original = load_models(tiny_model_dir)
+    converted = load_models(convert(tiny_model_dir, tmp_path / "native"))
+    assert converted.diffusion is not None and converted.vocoder is not None
+    for a, b in ((original.diffusion, converted.diffusion), (original.vocoder, converted.vocoder)):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name

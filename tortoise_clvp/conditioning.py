@@ -9,10 +9,13 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .audio import diffusion_conditioning_mel, format_conditioning
+from .audio import CONDITIONING_SAMPLE_RATE, diffusion_conditioning_mel, format_conditioning
 from .errors import AudioError
 from .models.autoregressive import AutoregressiveModel
 from .models.diffusion import DiffusionModel
+
+
+MIN_CLIP_SECONDS = 1.0  # shorter clips carry too little voice to condition on (the original zero-pads anything)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ def check_clip(wav: Tensor, name: str) -> Tensor:
         raise AudioError(f"voice clip {name}: expected mono float samples shaped (N,) or (1, N), got {tuple(wav.shape)} {wav.dtype}")
     if wav.shape[1] == 0:
         raise AudioError(f"voice clip {name} is empty; give a clip of a few seconds of clear speech")
+    if wav.shape[1] < MIN_CLIP_SECONDS * CONDITIONING_SAMPLE_RATE:
+        seconds = wav.shape[1] / CONDITIONING_SAMPLE_RATE
+        raise AudioError(
+            f"voice clip {name} lasts {seconds:.2f} s; give at least {MIN_CLIP_SECONDS:g} s of speech (Tortoise reads "
+            "6 s of each clip for the decoder and 4.3 s for the diffusion decoder, zero-padding shorter ones; "
+            "6-10 s clips work best)"
+        )
     if not torch.isfinite(wav).all():
         raise AudioError(f"voice clip {name} contains NaN or infinite samples; re-export it")
     if not wav.abs().max() > 0:
