@@ -152,3 +152,24 @@ def test_generate_without_waveform_models_says_what_is_missing(tiny_model_dir, t
     tts = TextToSpeech.from_local(partial)
     with pytest.raises(CheckpointError, match="vocoder.pth"):
         tts.generate("Hi.", [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"], _tiny_generation())
+
+
+def test_compiled_steps_give_the_same_results(tiny_model_dir, reference_dir):
+    eager = TextToSpeech.from_local(tiny_model_dir)
+    compiled = TextToSpeech.from_local(tiny_model_dir, compile=True)
+    clips = [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"]
+    greedy = DecodingOptions(sampling=FAITHFUL_SAMPLING.__class__(do_sample=False), num_candidates=2, batch_size=2, max_new_tokens=12)
+    a = eager.candidates("Hello.", clips, greedy, seed=0)
+    b = compiled.candidates("Hello.", clips, greedy, seed=0)
+    assert torch.equal(a.raw_codes, b.raw_codes)
+    options = _tiny_generation(sampler="ddim")
+    torch.testing.assert_close(
+        compiled.generate("Hello.", clips, options, seed=2).waveform, eager.generate("Hello.", clips, options, seed=2).waveform,
+        atol=1e-3, rtol=1e-3,
+    )
+
+
+def test_bfloat16_models_make_finite_audio(tiny_model_dir, reference_dir):
+    tts = TextToSpeech.from_local(tiny_model_dir, dtype=torch.bfloat16)
+    speech = tts.generate("Hello.", [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"], _tiny_generation(), seed=1)
+    assert torch.isfinite(speech.waveform).all() and speech.waveform.dtype == torch.float32

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from conftest import read_tensors
 from tortoise_clvp.config import TOKENS, AutoregressiveConfig
-from tortoise_clvp.models.autoregressive import AutoregressiveModel, group_norm_groups
+from tortoise_clvp.models.autoregressive import AutoregressiveModel
+from tortoise_clvp.models.layers import group_norm_groups
 
 ATOL = 1e-4
 

@@ -86,14 +86,29 @@ class TextToSpeech:
         self.models = models
 
     @classmethod
-    def from_local(cls, model_dir: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "TextToSpeech":
+    def from_local(
+        cls,
+        model_dir: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+    ) -> "TextToSpeech":
         """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native).
 
-        On CPU in float32 the linear layers get oneDNN-packed weights (much faster small-batch decoding).
+        dtype: float32, or bfloat16 / float16 for the decoder and the diffusion decoder (the vocoder and CLVP stay
+        float32). On CPU in float32 the linear layers get oneDNN-packed weights (much faster small-batch decoding)
+        unless the decoder is compiled.
+        compile: `torch.compile` the decoder's per-token step and the diffusion denoiser (a one-off compile cost
+        of tens of seconds, then faster steps; needs a C++ compiler on CPU).
         """
         models = load_models(model_dir, device, dtype)
-        pack_linears(models.autoregressive)
         pack_linears(models.clvp)
+        if not compile:
+            pack_linears(models.autoregressive)
+        else:  # inductor lowers linears itself and cannot take pre-packed weights
+            models.autoregressive.compile_decode_step()
+            if models.diffusion is not None:
+                models.diffusion.compile_forward()
         return cls(models)
 
     @property

@@ -91,7 +91,7 @@ def check_lengths(model: AutoregressiveModel, text_ids: Tensor, options: Decodin
         raise OptionsError(f"model has {config.number_mel_codes} mel codes; the stop token is {TOKENS.mel_stop}")
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def sample_batch(
     model: AutoregressiveModel,
     prompt: Tensor,
@@ -144,7 +144,7 @@ def sample_candidates(
     """
     check_lengths(model, text_ids, options)
     text = model.wrap_text(text_ids.reshape(1, -1).to(model.device))
-    with torch.inference_mode():
+    with torch.no_grad():
         prompt = model.embed_prompt(cond_latent.reshape(1, -1).to(model.device, model.dtype), text)
     batches = options.batch_sizes()
     results = []

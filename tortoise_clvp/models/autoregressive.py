@@ -12,14 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import TOKENS, AutoregressiveConfig
-
-
-def group_norm_groups(channels: int) -> int:
-    """The original's GroupNorm group count: 32, fewer for narrow layers, halved until it divides."""
-    groups = 8 if channels <= 16 else 16 if channels <= 64 else 32
-    while channels % groups:
-        groups //= 2
-    return groups
+from .layers import norm
 
 
 class ConditioningAttention(nn.Module):
@@ -28,13 +21,13 @@ class ConditioningAttention(nn.Module):
     def __init__(self, channels: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(group_norm_groups(channels), channels)
+        self.norm = norm(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)  # output rows laid out [q all heads; k; v]
         self.proj_out = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, t = x.shape
-        qkv = self.qkv(self.norm(x.float()).to(x.dtype))  # (B, 3C, T)
+        qkv = self.qkv(self.norm(x))  # (B, 3C, T)
         q, k, v = qkv.view(b, 3, self.heads, c // self.heads, t).transpose(-1, -2).unbind(1)  # each (B, H, T, d)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d)
         h = h.transpose(-1, -2).reshape(b, c, t)
@@ -199,18 +192,22 @@ class AutoregressiveModel(nn.Module):
         for block in self.blocks:
             block.attn.cache = None
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def prefill(self, x: Tensor, start: int = 0) -> Tensor:
         """Run embeddings (B, T, C) into the cache from `start`; return the last row's mel logits (B, V)."""
         hidden = self.transformer(x, start)
         return self.mel_logits(hidden[:, -1])
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode_step(self, codes: Tensor, mel_position: int, cache_position: int) -> Tensor:
         """One new code per row (B,) at `mel_position`, stored at `cache_position` -> mel logits (B, V)."""
         positions = torch.tensor([mel_position], device=codes.device)
         x = self.embed_mel(codes.unsqueeze(1), positions)  # (B, 1, C)
         return self.mel_logits(self.transformer(x, cache_position)[:, 0])
+
+    def compile_decode_step(self) -> None:
+        """Compile the per-token step, the hot loop (prefill runs once per batch and stays eager)."""
+        self.decode_step = torch.compile(self.decode_step, dynamic=True)
 
     # teacher forcing --------------------------------------------------------------------------------------------
     def teacher_forced(self, cond_latent: Tensor, text_ids: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:

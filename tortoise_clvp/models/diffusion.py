@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DiffusionConfig
-from .autoregressive import group_norm_groups
+from .layers import norm
 
 # Block counts the original hard-codes (not constructor arguments).
 CODE_CONVERTER_BLOCKS = 3
@@ -62,19 +62,6 @@ def relative_position_buckets(offsets: Tensor, num_buckets: int, max_distance: i
     large = exact + (torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (half - exact)).long()
     large = large.clamp(max=half - 1)
     return bucket + torch.where(n < exact, n, large)
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (the original's GroupNorm32)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = None if self.weight is None else self.weight.float()
-        bias = None if self.bias is None else self.bias.float()
-        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
-
-
-def norm(channels: int) -> GroupNorm32:
-    return GroupNorm32(group_norm_groups(channels), channels)
 
 
 class AttentionBlock(nn.Module):
@@ -236,6 +223,10 @@ class DiffusionModel(nn.Module):
         return self.mel_head(embeddings)
 
     # once per step ----------------------------------------------------------------------------------------------
+    def compile_forward(self) -> None:
+        """Compile the denoiser, the part every diffusion step runs."""
+        self.forward = torch.compile(self.forward, dynamic=True)
+
     def forward(self, x: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
         """Noisy mel x (B, 100, T) at original timesteps (B,) (0..3999, i.e. `timestep_map[t]`) given per-row
         embeddings (B or 1, C, T) from `timestep_independent` / `unconditioned_embeddings` -> (B, 200, T):
