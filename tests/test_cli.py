@@ -1,43 +1,187 @@
-"""The command line through typer's CliRunner, on the tiny model directory."""
+"""The command line through typer's CliRunner, on the tiny model directory, writing into tmp_path."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+
+import pytest
+import soundfile
 from typer.testing import CliRunner
 
+from conftest import REPO_ROOT
+from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.cli import app
+from tortoise_clvp.text import split_and_recombine_text
 
 runner = CliRunner()
+FAST = ["--preset", "ultra_fast_dpm", "--candidates", "2", "--steps", "2", "--max-tokens", "16", "--chunk-chars", "40", "--quiet"]
+LONG_TEXT = "This is the first sentence of the text. And here comes the second one, which is longer than the first."
 
 
-def test_candidates_ranks_and_reports(tiny_model_dir, reference_dir):
-    clip = reference_dir / "audio" / "speech_a_22k_mono_s16.wav"
-    args = ["candidates", "Hello there.", "--voice", str(clip), "--models-dir", str(tiny_model_dir),
-            "-n", "3", "--batch-size", "2", "--max-tokens", "12", "--seed", "4"]
+@pytest.fixture
+def env(tiny_model_dir, tmp_path, monkeypatch, reference_dir):
+    """Models from the tiny folder, latents cached in tmp_path, two user voices made of the reference clips."""
+    monkeypatch.setenv("TORTOISE_MODELS_DIR", str(tiny_model_dir))
+    monkeypatch.setenv("TORTOISE_CLVP_CACHE", str(tmp_path / "cache"))
+    voices = tmp_path / "voices"
+    for name, clip in (("alice", "speech_a_22k_mono_s16.wav"), ("bob", "speech_b_24k_mono_s16.wav")):
+        (voices / name).mkdir(parents=True)
+        shutil.copyfile(reference_dir / "audio" / clip, voices / name / clip)
+    monkeypatch.setenv("TORTOISE_VOICES_DIR", str(voices))
+    return tmp_path
+
+
+def _speak(*args, input=None):
+    return runner.invoke(app, ["speak", *FAST, *args], input=input)
+
+
+def test_speak_writes_audio_and_reports(env):
+    out = env / "hello.wav"
+    result = _speak("Hello there.", "--voice", "alice", "-o", str(out), "--seed", "1")
+    assert result.exit_code == 0, result.output
+    data, rate = soundfile.read(out)
+    assert rate == 24000 and len(data) > 0
+    assert f"wrote {out}" in result.output and "real-time factor" in result.output and "seed 1" in result.output
+
+
+def test_text_from_stdin_and_file_and_formats(env):
+    result = _speak("--voice", "bob", "-o", str(env / "stdin.flac"), input="Read me from standard input.")
+    assert result.exit_code == 0, result.output and soundfile.info(env / "stdin.flac").format == "FLAC"
+    text_file = env / "text.txt"
+    text_file.write_text("Read me from a file.", encoding="utf-8")
+    result = _speak("--text-file", str(text_file), "--voice", "bob", "-o", str(env / "file.ogg"))
+    assert result.exit_code == 0, result.output
+    assert soundfile.info(env / "file.ogg").format == "OGG"
+
+
+def test_voice_forms(env, reference_dir):
+    clip_a = str(reference_dir / "audio" / "speech_a_22k_mono_s16.wav")
+    clip_b = str(reference_dir / "audio" / "speech_c_44k_stereo_s16.wav")
+    for i, voice in enumerate([["alice&bob"], [clip_a], [clip_a, clip_b], [str(env / "voices" / "bob")], ["random"]]):
+        args = [arg for v in voice for arg in ("--voice", v)]
+        result = _speak("Hi there.", *args, "-o", str(env / f"v{i}.wav"))
+        assert result.exit_code == 0, (voice, result.output)
+
+
+def test_keep_writes_the_best_candidates(env):
+    result = _speak("Hello.", "--voice", "alice", "-o", str(env / "best.wav"), "--keep", "2")
+    assert result.exit_code == 0, result.output
+    assert (env / "best.wav").exists() and (env / "best_2.wav").exists()
+
+
+def test_existing_output_is_refused_unless_overwrite(env):
+    out = env / "taken.wav"
+    out.write_bytes(b"precious")
+    result = _speak("Hello.", "--voice", "alice", "-o", str(out))
+    assert result.exit_code == 2 and "already exist" in result.output and out.read_bytes() == b"precious"
+    assert _speak("Hello.", "--voice", "alice", "-o", str(out), "--overwrite").exit_code == 0
+    assert out.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["Hello.", "--voice", "nobody"], "nobody"),
+        (["Hello.", "--voice", "alice", "-o", "/no/such/folder/x.wav"], "does not exist"),
+        (["Hello.", "--voice", "alice", "-o", "out.mp3"], "must end in"),
+        (["!!! ...", "--voice", "alice"], "nothing to speak"),
+        (["🙂🙂", "--voice", "alice"], "error:"),
+        (["Hello.", "--voice", "alice", "--preset", "warp"], "unknown preset"),
+        (["Hello.", "--voice", "alice", "--dtype", "int8"], "--dtype"),
+    ],
+)
+def test_bad_input_is_one_clear_line(env, monkeypatch, args, message):
+    monkeypatch.chdir(env)
+    result = _speak(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_models_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORTOISE_MODELS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = runner.invoke(app, ["speak", "Hello.", "-o", str(tmp_path / "x.wav"), "--quiet"])
+    assert result.exit_code == 2 and "download" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_long_text_streams_chunks_and_cleans_up(env):
+    out = env / "long.wav"
+    result = runner.invoke(app, ["speak", LONG_TEXT, "--voice", "alice", "-o", str(out), "--stream", "--seed", "5",
+                                 *[a for a in FAST if a != "--quiet"]])
+    assert result.exit_code == 0, result.output
+    assert "chunk 1/" in result.output and "chunk 2/" in result.output
+    assert out.exists() and not list(env.glob(".long.wav.chunks*"))
+
+
+def test_interrupted_long_run_resumes_without_redoing_chunks(env, monkeypatch):
+    out = env / "resume.wav"
+    real = TextToSpeech.generate
+    calls = []
+
+    def interrupt_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TextToSpeech, "generate", interrupt_second)
+    first = _speak(LONG_TEXT, "--voice", "alice", "-o", str(out), "--seed", "9")
+    assert first.exit_code == 130 and "interrupted" in first.output and not out.exists()
+    calls.clear()
+    monkeypatch.setattr(TextToSpeech, "generate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    second = _speak(LONG_TEXT, "--voice", "alice", "-o", str(out), "--seed", "9")
+    assert second.exit_code == 0, second.output
+    chunks = split_and_recombine_text(LONG_TEXT, 40, 60)
+    assert len(chunks) > 1 and len(calls) == len(chunks) - 1, "the finished first chunk is not generated again"
+    assert out.exists()
+
+
+def test_raw_pcm_on_stdout(env):
+    result = runner.invoke(app, ["speak", "Hello there.", "--voice", "alice", "-o", "-", *FAST])
+    assert result.exit_code == 0
+    assert len(result.stdout_bytes) > 0 and len(result.stdout_bytes) % 2 == 0
+
+
+def test_voices_latents_info_and_convert(env, tiny_model_dir):
+    listing = runner.invoke(app, ["voices"])
+    assert listing.exit_code == 0 and "alice" in listing.output and "espeak_en" in listing.output
+    cached = runner.invoke(app, ["latents", "alice"])
+    assert cached.exit_code == 0 and "cached alice" in cached.output
+    assert list((env / "cache").glob("*.safetensors"))
+    described = runner.invoke(app, ["info", str(tiny_model_dir)])
+    assert described.exit_code == 0 and "tortoise" in described.output
+    converted = runner.invoke(app, ["convert", str(tiny_model_dir), str(env / "native")])
+    assert converted.exit_code == 0 and "wrote" in converted.output
+    again = runner.invoke(app, ["convert", str(tiny_model_dir), str(env / "native")])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_candidates_ranks_and_reports(env):
+    args = ["candidates", "Hello there.", "--voice", "alice", "-n", "3", "--batch-size", "2", "--max-tokens", "12", "--seed", "4"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "seed 4; 3 candidates" in result.output
     rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "2", "3"]
     scores = [float(row[2]) for row in rows]
     assert scores == sorted(scores, reverse=True)
-    again = runner.invoke(app, args).output
-    assert [line for line in again.splitlines() if not line.startswith("timings")] == [
-        line for line in result.output.splitlines() if not line.startswith("timings")
-    ]
 
 
-def test_missing_models_and_bad_clip_are_one_line_errors(tmp_path, tiny_model_dir, monkeypatch):
-    monkeypatch.delenv("TORTOISE_MODELS_DIR", raising=False)
-    result = runner.invoke(app, ["candidates", "Hi.", "--voice", "x.wav"])
-    assert result.exit_code != 0 and "--models-dir" in result.output
-    result = runner.invoke(app, ["candidates", "Hi.", "--voice", "x.wav", "--models-dir", str(tmp_path / "none")])
-    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["candidates", "Hi.", "--voice", str(tmp_path / "x.wav"), "--models-dir", str(tiny_model_dir)])
-    assert result.exit_code == 2 and "error:" in result.output
+def test_download_without_network_is_one_clear_error(env, monkeypatch):
+    from tortoise_clvp.errors import CheckpointError
+    from tortoise_clvp.weights import download
+
+    def offline(*args, **kwargs):
+        raise CheckpointError("cannot reach the Hugging Face hub; put the files in the folder by hand")
+
+    monkeypatch.setattr(download, "download_models", offline)
+    result = runner.invoke(app, ["download", "--dest", str(env / "models")])
+    assert result.exit_code == 2 and "by hand" in result.output
 
 
-def test_convert_command(tiny_model_dir, tmp_path):
-    result = runner.invoke(app, ["convert", str(tiny_model_dir), str(tmp_path / "out")])
-    assert result.exit_code == 0 and "wrote" in result.output
-    again = runner.invoke(app, ["convert", str(tiny_model_dir), str(tmp_path / "out")])
-    assert again.exit_code == 2 and "already exists" in again.output
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "tortoise_clvp", "--help"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0 and "speak" in result.stdout

@@ -1,10 +1,14 @@
 """tortoise_clvp: a fast, faithful inference engine for the Tortoise text-to-speech pipeline."""
 
-from .api import CandidateResult, TextToSpeech
+from .api import CandidateResult, Speech, TextToSpeech, generate
 from .conditioning import Conditioning
+from .diffusion_sampler import SamplerOptions
 from .errors import AudioError, CheckpointError, InputTextError, OptionsError, TortoiseClvpError
 from .generate import FAITHFUL_DECODING, DecodingOptions
+from .longform import LongSpeech, SpeechChunk, speak_long, stream_speech
+from .presets import PRESETS, GenerationOptions, preset
 from .sampling import FAITHFUL_SAMPLING, SamplingOptions
+from .voices import list_voices, resolve_voice, voice_conditioning
 
 __all__ = [
     "AudioError",
@@ -14,9 +18,22 @@ __all__ = [
     "DecodingOptions",
     "FAITHFUL_DECODING",
     "FAITHFUL_SAMPLING",
+    "GenerationOptions",
     "InputTextError",
+    "LongSpeech",
     "OptionsError",
+    "PRESETS",
+    "SamplerOptions",
     "SamplingOptions",
+    "Speech",
+    "SpeechChunk",
     "TextToSpeech",
     "TortoiseClvpError",
+    "generate",
+    "list_voices",
+    "preset",
+    "resolve_voice",
+    "speak_long",
+    "stream_speech",
+    "voice_conditioning",
 ]

@@ -6,6 +6,7 @@ Each method is an ordered list of stage calls. `candidates`: tokenize -> conditi
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import time
@@ -19,7 +20,7 @@ from torch import Tensor
 from .audio import CONDITIONING_SAMPLE_RATE, load_audio, save_audio
 from .conditioning import Conditioning, autoregressive_conditioning, diffusion_conditioning
 from .config import TOKENS
-from .errors import CheckpointError, OptionsError
+from .errors import CheckpointError, InputTextError, OptionsError
 from .generate import DecodingOptions, check_lengths, sample_candidates
 from .mel import OUTPUT_SAMPLE_RATE
 from .models.packed_linear import pack_linears
@@ -27,6 +28,7 @@ from .presets import DEFAULT_PRESET, GenerationOptions, preset
 from .rerank import RankedCandidates, rank, score_candidates
 from .spectrogram import latents_to_mel
 from .trimming import calm_trim_length, fix_speech_decoder_output, speech_lengths
+from .weights.download import resolve_models_dir
 from .weights.model_dir import LoadedModels, load_models
 
 Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
@@ -111,13 +113,28 @@ class TextToSpeech:
                 models.diffusion.compile_forward()
         return cls(models)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        models_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+    ) -> "TextToSpeech":
+        """`from_local` on the model directory found the usual way: `models_dir`, else $TORTOISE_MODELS_DIR, else a
+        local download (`clvp-tts download`) or Hugging Face cache copy; a clear error says how to get the files."""
+        return cls.from_local(resolve_models_dir(models_dir), device, dtype, compile)
+
     @property
     def device(self) -> torch.device:
         return self.models.autoregressive.device
 
     def tokenize(self, text: str) -> Tensor:
-        """Text -> (T,) ids with the one stop id Tortoise appends (quirk 2); raises InputTextError if unspeakable."""
+        """Text -> (T,) ids with the one stop id Tortoise appends (quirk 2); raises InputTextError if unspeakable:
+        empty, or without a single letter or digit once cleaned (only punctuation or emoji)."""
         ids = self.models.tokenizer.encode(text)
+        if not any(char.isalnum() for char in self.models.tokenizer.clean(text)):
+            raise InputTextError(f"{text[:60]!r} has nothing to speak: no letters or digits; give at least one word")
         return torch.tensor([*ids, TOKENS.text_stop], dtype=torch.long)
 
     def get_conditioning(self, clips: Sequence[Clip], seed: int | None = None) -> Conditioning:
@@ -227,3 +244,22 @@ class TextToSpeech:
             waveforms = [models.vocoder.inference(mel[None].float(), generator)[0, 0].float().cpu() for mel in mels]
         timings["vocoder"] = time.perf_counter() - start
         return Speech(waveforms, OUTPUT_SAMPLE_RATE, result, seed, timings)
+
+
+@functools.lru_cache(maxsize=2)
+def _shared(models_dir: str | None, device: str) -> TextToSpeech:
+    return TextToSpeech.from_pretrained(models_dir, device)
+
+
+def generate(
+    text: str,
+    voice: Voice,
+    options: GenerationOptions | str = DEFAULT_PRESET,
+    seed: int | None = None,
+    models_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> Speech:
+    """One call from text to speech: loads the models once (kept for the next call) and runs `generate`."""
+    tts = _shared(None if models_dir is None else str(models_dir), str(device))
+    return tts.generate(text, voice, options, seed, progress)

@@ -1,60 +1,334 @@
-"""`clvp-tts`: the command line. It parses, calls the API and owns all output; no tensor code lives here."""
+"""`clvp-tts`: the command line. It parses, calls the API and owns all output; no tensor code lives here.
+
+Heavy imports (torch, the models) happen inside the commands, so `--help` is instant.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Optional
 
 import typer
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tortoise text-to-speech, fast and faithful.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmark runs.")
+app.add_typer(bench_app, name="bench")
 
-MODELS_ENV = "TORTOISE_MODELS_DIR"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+DTYPES = ("float32", "bfloat16", "float16")
+STDOUT = "-"
+INTERRUPTED = 130  # the shell's exit status for Ctrl-C
 
-
-def _models_dir(option: Optional[Path]) -> Path:
-    if option is not None:
-        return option
-    if os.environ.get(MODELS_ENV):
-        return Path(os.environ[MODELS_ENV])
-    raise typer.BadParameter(
-        f"no model directory given. Pass --models-dir DIR or set {MODELS_ENV}. The directory holds the released "
-        "Tortoise files (autoregressive.pth, clvp2.pth, tokenizer.json, mel_norms.pth), a Hugging Face CLVP "
-        "folder, or a converted one.",
-        param_hint="--models-dir",
-    )
+ModelsDir = Annotated[
+    Optional[Path], typer.Option("--models-dir", help="Model directory (default $TORTOISE_MODELS_DIR, then local copies).")
+]
+Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception | str, code: int = 2) -> None:
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Our errors become one red line and exit status 2; Ctrl-C becomes a short note and status 130."""
+    from .errors import TortoiseClvpError
+
+    try:
+        yield
+    except TortoiseClvpError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing half-written was left behind", INTERRUPTED)
+
+
+def _load(models_dir: Optional[Path], device: str, dtype: str = "float32", compile: bool = False):
+    import torch
+
+    from .api import TextToSpeech
+    from .weights.download import resolve_models_dir
+
+    if dtype not in DTYPES:
+        _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return TextToSpeech.from_local(resolve_models_dir(models_dir), device, getattr(torch, dtype), compile)
+
+
+def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
+    if text is not None and text_file is not None:
+        _fail("give the text as an argument or with --text-file, not both")
+    if text_file is not None:
+        try:
+            return text_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            _fail(f"cannot read --text-file {text_file}: {error}")
+    if text == STDOUT or (text is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if text is None:
+        _fail("no text: pass it as an argument, with --text-file FILE, or on standard input")
+    return text
+
+
+def _output_paths(output: str, keep: int, overwrite: bool) -> list[Path]:
+    """Where the best and the next `keep - 1` candidates go; checked before any work is done."""
+    path = Path(output).expanduser()
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        _fail(f"output {path} must end in {', '.join(AUDIO_SUFFIXES)} (the suffix picks the format)")
+    if not path.parent.is_dir():
+        _fail(f"the folder {path.parent} does not exist; create it or choose another output path")
+    if not os.access(path.parent, os.W_OK):
+        _fail(f"the folder {path.parent} is not writable; choose another output path")
+    paths = [path] + [path.with_name(f"{path.stem}_{rank}{path.suffix}") for rank in range(2, keep + 1)]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        _fail(f"{', '.join(existing)} already exist(s); pass --overwrite to replace, or choose another output")
+    return paths
+
+
+class _Progress:
+    """A rich progress bar per stage of the current chunk; silent with --quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tasks: dict[str, int] = {}
+        self.bar = None
+
+    def __enter__(self) -> "_Progress":
+        if not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, total=total)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            typer.echo(message, err=True)
+
+
+@app.command()
+def speak(
+    text: Annotated[Optional[str], typer.Argument(help="What to say ('-' or nothing: read standard input).")] = None,
+    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' or 'random'; repeat for several clips.")] = ["espeak_en"],  # noqa: B006
+    output: Annotated[str, typer.Option("--output", "-o", help="Output file (.wav/.flac/.ogg), or '-' for raw 16-bit PCM on stdout.")] = "speech.wav",
+    text_file: Annotated[Optional[Path], typer.Option(help="Read the text from this UTF-8 file.")] = None,
+    preset_name: Annotated[str, typer.Option("--preset", help="ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm.")] = "fast",
+    candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="Candidates to sample (default: the preset's).")] = None,
+    keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Write the K best candidates (OUT, OUT_2, ...).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same audio.")] = None,
+    sampler: Annotated[Optional[str], typer.Option(help="Diffusion sampler: p, ddim, dpm++2m (default: the preset's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Diffusion steps (default: the preset's).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default 500).")] = None,
+    models_dir: ModelsDir = None,
+    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")] = [],  # noqa: B006
+    device: Device = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders.")] = "float32",
+    faithful: Annotated[bool, typer.Option(help="Reproduce the original's sampling quirks (top_k=50 ...).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the hot loops (slow start, faster steps).")] = False,
+    stream: Annotated[bool, typer.Option(help="Report and keep each chunk as soon as it is ready (with -o -, play as it comes).")] = False,
+    chunk_chars: Annotated[int, typer.Option(min=20, help="Long texts are split into chunks of about this many characters.")] = 200,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Keep finished chunks here to resume (default: beside the output).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Speak TEXT in a voice and write the audio."""
+    from .presets import preset
+    from .voices import resolve_voice, voice_latents
+
+    with _clear_errors():
+        words = _read_text(text, text_file)
+        to_stdout = output == STDOUT
+        paths = [] if to_stdout else _output_paths(output, keep, overwrite)
+        if to_stdout and keep > 1:
+            _fail("--keep needs an output file")
+        options = preset(preset_name, faithful)
+        if candidates is not None:
+            options = replace(options, decoding=replace(options.decoding, num_candidates=candidates, batch_size=min(candidates, 16)))
+        if max_tokens is not None:
+            options = replace(options, decoding=replace(options.decoding, max_new_tokens=max_tokens))
+        if sampler is not None or steps is not None:
+            options = replace(options, diffusion=replace(
+                options.diffusion, sampler=sampler or options.diffusion.sampler, steps=steps or options.diffusion.steps
+            ))
+        options = replace(options, k=keep)
+        started = time.perf_counter()
+        tts = _load(models_dir, device, dtype, compile)
+        spec = _voice_spec(voice, voices_dir, resolve_voice)
+        with _Progress(quiet or to_stdout) as progress:
+            latents = voice_latents(tts, spec, seed=seed if spec.is_random else None, extra_dirs=voices_dir)
+            if latents.cache_error:
+                progress.note(f"note: voice latents not cached ({latents.cache_error})")
+            split = {"desired_length": chunk_chars, "max_length": chunk_chars * 3 // 2}
+            if to_stdout:
+                _speak_to_stdout(tts, words, latents.conditioning, options, seed, split, progress)
+                return
+            written, duration, used_seed = _speak_to_files(
+                tts, words, latents.conditioning, options, seed, paths, stream, work_dir, split, progress
+            )
+        elapsed = time.perf_counter() - started
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}: {duration:.2f} s of audio in {elapsed:.1f} s "
+                   f"(real-time factor {elapsed / max(duration, 1e-9):.2f}), seed {used_seed}")
+
+
+def _voice_spec(voice: list[str], voices_dir: list[Path], resolve_voice):
+    """One --voice is any spec; several must be clips, which then form one voice."""
+    if len(voice) == 1:
+        return resolve_voice(voice[0], voices_dir)
+    specs = [resolve_voice(v, voices_dir) for v in voice]
+    if any(spec.kind != "file" for spec in specs):
+        _fail("several --voice options must all be audio files (use a folder, a name or 'a&b' otherwise)")
+    clips = tuple(clip for spec in specs for clip in spec.clips)
+    return replace(specs[0], name="+".join(spec.name for spec in specs), kind="folder", clips=clips)
+
+
+def _speak_to_files(tts, words, conditioning, options, seed, paths, stream, work_dir, split, progress):
+    """Long texts go chunk by chunk with finished chunks kept for resuming; returns (paths, seconds, seed)."""
+    from .audio import save_audio
+    from .longform import speak_long, stream_speech
+    from .text import split_and_recombine_text
+
+    chunks = split_and_recombine_text(words, **split)
+    if len(chunks) <= 1 and not stream:
+        speech = tts.generate(words, conditioning, options, seed, progress)
+        written = [save_audio(path, wav, speech.sample_rate) for path, wav in zip(paths, speech.waveforms)]
+        return written, speech.duration, speech.seed
+    if options.k > 1:
+        _fail(f"--keep {options.k} works for a text that fits one chunk; this one splits into {len(chunks)}")
+    folder = work_dir if work_dir is not None else paths[0].with_name(f".{paths[0].name}.chunks")
+    if stream:
+        chunks_stream = stream_speech(tts, words, conditioning, options, seed, folder, progress, **split)
+        pieces = []
+        for chunk in chunks_stream:
+            pieces.append(chunk.piece)
+            progress.note(f"chunk {chunk.index + 1}/{chunk.count}: {chunk.duration:.2f} s"
+                          f"{' (resumed)' if chunk.resumed else ''}: {chunk.text[:60]}")
+        import torch
+
+        waveform = torch.cat(pieces)
+        written = [save_audio(paths[0], waveform, chunks_stream.sample_rate)]
+        duration, used_seed = waveform.shape[-1] / chunks_stream.sample_rate, chunks_stream.seed
+    else:
+        speech = speak_long(tts, words, conditioning, options, seed, folder, progress, **split)
+        written, duration, used_seed = [speech.save(paths[0])], speech.duration, speech.seed
+    _remove_work_dir(folder)
+    return written, duration, used_seed
+
+
+def _remove_work_dir(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _speak_to_stdout(tts, words, conditioning, options, seed, split, progress) -> None:
+    """Raw little-endian 16-bit PCM at 24 kHz, chunk by chunk as each is ready (pipe it into a player)."""
+    from .longform import stream_speech
+
+    out = sys.stdout.buffer
+    for chunk in stream_speech(tts, words, conditioning, options, seed, None, progress, **split):
+        samples = (chunk.piece.clamp(-1, 1) * 32767).round().short().numpy()
+        out.write(samples.astype("<i2").tobytes())
+        out.flush()
+
+
+@app.command()
+def voices(
+    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")] = [],  # noqa: B006
+) -> None:
+    """List the bundled and user voices."""
+    from .voices import list_voices
+
+    with _clear_errors():
+        found = list_voices(voices_dir)
+    if not found:
+        typer.echo("no voices found; put a folder of clips in a --voices-dir or $TORTOISE_VOICES_DIR")
+        return
+    width = max(len(v.name) for v in found)
+    for v in found:
+        typer.echo(f"{v.name:<{width}}  {v.source:<7}  {len(v.clips)} clip(s)  {v.folder}")
+
+
+@app.command()
+def latents(
+    voice: Annotated[str, typer.Argument(help="Clip, folder, voice name or 'a&b'.")],
+    models_dir: ModelsDir = None,
+    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices.")] = [],  # noqa: B006
+    device: Device = "cpu",
+) -> None:
+    """Precompute a voice's conditioning latents into the cache."""
+    from .voices import precompute_latents
+
+    with _clear_errors():
+        tts = _load(models_dir, device)
+        path = precompute_latents(tts, voice, extra_dirs=voices_dir)
+    typer.echo(f"cached {voice} -> {path}")
+
+
+@app.command()
+def download(
+    destination: Annotated[Optional[Path], typer.Option("--dest", help="Folder to download into.")] = None,
+    layout: Annotated[str, typer.Option(help="'tortoise' (original files) or 'huggingface' (CLVP layout).")] = "tortoise",
+) -> None:
+    """Download the released model files (needs network access to the Hugging Face hub)."""
+    from .weights.download import default_download_dir, fetch_models
+
+    target = destination or default_download_dir()
+    with _clear_errors():
+        result = fetch_models(target, layout)
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"model files in {result.destination}")
+
+
+@app.command()
+def info(directory: Annotated[Path, typer.Argument(help="A model directory.")]) -> None:
+    """Show what a model directory holds: layout, files, sizes, parameter counts, usable stages."""
+    from .weights.info import describe_model_dir, format_info
+
+    with _clear_errors():
+        typer.echo(format_info(describe_model_dir(directory)))
 
 
 @app.command()
 def candidates(
     text: Annotated[str, typer.Argument(help="What to say.")],
-    voice: Annotated[list[Path], typer.Option("--voice", "-v", help="Reference clip(s) of the voice (wav/flac/ogg).")],
-    models_dir: Annotated[Optional[Path], typer.Option("--models-dir", help=f"Model directory (default ${MODELS_ENV}).")] = None,
+    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' or 'random'.")],
+    models_dir: ModelsDir = None,
     num_candidates: Annotated[int, typer.Option("--candidates", "-n", min=1, help="Candidates to sample.")] = 16,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Candidates decoded together.")] = 16,
-    keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Best candidates to report latents for.")] = 1,
+    keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Best candidates to compute latents for.")] = 1,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Speech tokens per candidate at most.")] = 500,
     seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same candidates.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = "cpu",
+    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices.")] = [],  # noqa: B006
+    device: Device = "cpu",
 ) -> None:
-    """Sample speech-token candidates for TEXT in a voice and rank them with CLVP."""
-    from .api import TextToSpeech
-    from .errors import TortoiseClvpError
+    """Sample speech-token candidates for TEXT and rank them with CLVP (no audio)."""
     from .generate import DecodingOptions
+    from .voices import resolve_voice, voice_latents
 
-    try:
+    with _clear_errors():
         options = DecodingOptions(num_candidates=num_candidates, batch_size=batch_size, max_new_tokens=max_tokens)
-        tts = TextToSpeech.from_local(_models_dir(models_dir), device=device)
-        result = tts.candidates(text, voice, options, k=keep, seed=seed)
-    except TortoiseClvpError as error:
-        _fail(error)
-        return
+        tts = _load(models_dir, device)
+        spec = _voice_spec(voice, voices_dir, resolve_voice)
+        conditioning = voice_latents(tts, spec, extra_dirs=voices_dir).conditioning
+        result = tts.candidates(text, conditioning, options, k=keep, seed=seed)
     typer.echo(f"seed {result.seed}; {len(result.ranked.order)} candidates ranked by CLVP score")
     typer.echo(f"{'rank':>4}  {'index':>5}  {'score':>8}  {'tokens':>6}")
     for position, index in enumerate(result.ranked.order.tolist(), 1):
@@ -70,12 +344,38 @@ def convert(
     overwrite: Annotated[bool, typer.Option(help="Replace DESTINATION if it exists.")] = False,
 ) -> None:
     """Convert a model directory to the native safetensors format (loads faster, no pickle)."""
-    from .errors import TortoiseClvpError
     from .weights.model_dir import convert as convert_dir
 
-    try:
+    with _clear_errors():
         written = convert_dir(source, destination, overwrite)
-    except TortoiseClvpError as error:
-        _fail(error)
-        return
     typer.echo(f"wrote {written}")
+
+
+@bench_app.command("rerank")
+def bench_rerank(
+    manifest: Annotated[Path, typer.Argument(help="JSONL manifest: one {text, voice, options} per line.")],
+    out: Annotated[Path, typer.Option(help="Report folder (report.json, report.md, plots).")] = Path("rerank-report"),
+    candidate_grid: Annotated[str, typer.Option("--candidates", help="Candidate counts, comma-separated.")] = "4,16",
+    seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0,1",
+    models_dir: ModelsDir = None,
+    device: Device = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Candidate-reranking run: sample and score candidates for every manifest line, write a report."""
+    from .rerank_bench import run_rerank_benchmark
+
+    def numbers(text: str, name: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            _fail(f"{name} must be comma-separated integers, got {text!r}")
+            raise
+
+    with _clear_errors():
+        grid, seed_list = numbers(candidate_grid, "--candidates"), numbers(seeds, "--seeds")
+        tts = _load(models_dir, device)
+        out.mkdir(parents=True, exist_ok=True)
+        with _Progress(quiet) as progress:
+            report = run_rerank_benchmark(tts, manifest, out, candidates=grid, seeds=seed_list, progress=progress)
+    typer.echo(report.markdown)
+    typer.echo(f"wrote {report.json_path} and {report.markdown_path}")

@@ -92,11 +92,13 @@ def next_tokens(
     generator: torch.Generator | None = None,
     forbid_stop: bool = False,
 ) -> Tensor:
-    """Logits (B, V) -> chosen ids (B,). `forbid_stop` bans the stop token (used to force a minimum length)."""
+    """Logits (B, V) -> chosen ids (B,). The start token is never chosen; `forbid_stop` also bans the stop token
+    (used to force a minimum length)."""
     scores = apply_repetition_penalty(logits.float(), seen, options.repetition_penalty)
-    if forbid_stop:  # out of place: `logits` may be a broadcast view shared by every row
-        stop = torch.tensor([TOKENS.mel_stop], device=scores.device)
-        scores = scores.index_fill(1, stop, float("-inf"))
+    # out of place: `logits` may be a broadcast view shared by every row. The start token is never a speech
+    # code (CLVP has no embedding for it); a trained decoder gives it no mass, an untrained one might.
+    banned = [TOKENS.mel_start, TOKENS.mel_stop] if forbid_stop else [TOKENS.mel_start]
+    scores = scores.index_fill(1, torch.tensor(banned, device=scores.device), float("-inf"))
     if not options.do_sample:
         return scores.argmax(dim=-1)
     scores = scores / options.temperature
