@@ -35,7 +35,13 @@ Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
 Voice = Union[Conditioning, Sequence[Clip]]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-_SEED_RANGE = 2**31
+_SEED_RANGE = 2**31  # drawn seeds
+MAX_SEED = 2**62 - 1  # stages and chunks use seed + small offsets; torch takes seeds below 2**63
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise OptionsError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,9 @@ class TextToSpeech:
     ) -> CandidateResult:
         """Sample `options.num_candidates` speech-token candidates, rank them with CLVP, and return the `k` best
         with their diffusion latents. The same `seed` gives the same result; None draws one (reported back)."""
+        if not isinstance(options, DecodingOptions):
+            raise OptionsError(f"candidates() takes DecodingOptions, got {type(options).__name__}")
+        check_seed(seed)
         total = sum(options.batch_sizes())
         if not 1 <= k <= total:
             raise OptionsError(f"k={k} best candidates requested but only {total} are sampled; use 1 <= k <= {total}")
@@ -223,6 +232,9 @@ class TextToSpeech:
                 "and vocoder.pth in the model directory (candidates() works without them)"
             )
         options = preset(options) if isinstance(options, str) else options
+        if not isinstance(options, GenerationOptions):
+            raise OptionsError(f"generate() takes GenerationOptions or a preset name, got {type(options).__name__}")
+        check_seed(seed)
         seed = random.randrange(_SEED_RANGE) if seed is None else seed
         if isinstance(voice, Conditioning) and voice.diffusion is None:
             raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")

@@ -132,7 +132,7 @@ def speak(
     preset_name: Annotated[str, typer.Option("--preset", help="ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm.")] = "fast",
     candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="Candidates to sample (default: the preset's).")] = None,
     keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Write the K best candidates (OUT, OUT_2, ...).")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same audio.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed; the same seed gives the same audio.")] = None,
     sampler: Annotated[Optional[str], typer.Option(help="Diffusion sampler: p, ddim, dpm++2m (default: the preset's).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Diffusion steps (default: the preset's).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default 500).")] = None,
@@ -315,7 +315,7 @@ def candidates(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Candidates decoded together.")] = 16,
     keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Best candidates to compute latents for.")] = 1,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Speech tokens per candidate at most.")] = 500,
-    seed: Annotated[Optional[int], typer.Option(help="Seed; the same seed gives the same candidates.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed; the same seed gives the same candidates.")] = None,
     voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices.")] = [],  # noqa: B006
     device: Device = "cpu",
 ) -> None:

@@ -19,3 +19,9 @@ class CheckpointError(TortoiseClvpError):
 
 class OptionsError(TortoiseClvpError, ValueError):
     """A generation option is out of range or inconsistent with another."""
+
+
+def describe(error: BaseException, limit: int = 200) -> str:
+    """'TypeName: first line of the message' (just the type when the message is empty), for error texts."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:limit]}" if lines else type(error).__name__

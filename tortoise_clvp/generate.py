@@ -54,10 +54,11 @@ class DecodingOptions:
                 f"drop_remainder with num_candidates {self.num_candidates} < batch_size {self.batch_size} "
                 "would sample nothing; lower batch_size"
             )
-        if not 1 <= self.max_new_tokens or not 0 <= self.min_new_tokens <= self.max_new_tokens:
+        shortest = len(TOKENS.fix_tail)  # each padded row ends in the original's fixed 3-token tail (quirk 12)
+        if self.max_new_tokens < shortest or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OptionsError(
-                f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1 "
-                f"(got {self.min_new_tokens}, {self.max_new_tokens})"
+                f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= {shortest} "
+                f"(got min_new_tokens {self.min_new_tokens}, max_new_tokens {self.max_new_tokens})"
             )
         if self.mel_positions not in ("contiguous", "kv_cache_quirk"):
             raise OptionsError(f"mel_positions must be 'contiguous' or 'kv_cache_quirk', got {self.mel_positions!r}")

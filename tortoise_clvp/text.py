@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from unidecode import unidecode
 
 from .config import TOKENS
-from .errors import CheckpointError, InputTextError
+from .errors import CheckpointError, InputTextError, describe
 
 __all__ = ["TOKENIZER_FILENAME", "BpeTokenizer", "basic_cleaners", "english_cleaners", "split_and_recombine_text"]
 
@@ -191,7 +191,7 @@ class BpeTokenizer:
             self._tokenizer = Tokenizer.from_file(self.path)
         except Exception as error:  # the tokenizers library raises bare Exceptions for unreadable files
             raise CheckpointError(
-                f"cannot read {self.path} as a tokenizer.json ({str(error).splitlines()[0][:200]}). "
+                f"cannot read {self.path} as a tokenizer.json ({describe(error)}). "
                 "The file is corrupt or of another kind: download it again."
             ) from None
         self._unknown_id = self._tokenizer.token_to_id(_UNKNOWN_TOKEN)

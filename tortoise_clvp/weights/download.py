@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe
 from ..text import TOKENIZER_FILENAME
 from . import hf_clvp, native
 from .original_diffusion import DIFFUSION_CHECKPOINT
@@ -345,7 +345,7 @@ def check_format(path: Path) -> str | None:
         elif name.endswith(".json"):
             json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
-        return f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+        return f"unreadable ({describe(exc, 120)})"
     return None
 
 
@@ -437,11 +437,11 @@ def _classify(exc: Exception, hub: Any, repo_id: str, filename: str, revision: s
     if isinstance(exc, getattr(errors, "EntryNotFoundError", ())):
         return _NotOnHub(f"{at} has no file {filename}")
     if isinstance(exc, getattr(errors, "HfHubHTTPError", ())):
-        return CheckpointError(f"the hub refused {filename} from {at} ({str(exc).splitlines()[0][:200]})")
+        return CheckpointError(f"the hub refused {filename} from {at} ({describe(exc)})")
     if _is_network_error(exc):
-        return _Offline(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        return _Offline(describe(exc))
     if isinstance(exc, OSError):  # e.g. huggingface_hub's size consistency check, a full disk
-        return CheckpointError(f"downloading {filename} from {at} failed ({str(exc).splitlines()[0][:200]}); "
+        return CheckpointError(f"downloading {filename} from {at} failed ({describe(exc)}); "
                                "check the free space and run the download again")
     return exc
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..config import ClvpConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe
 from ..models.clvp import ClvpModel
 from .strict import check_state_dict, read_torch_checkpoint, shape_of
 from .tortoise_pth import (
@@ -279,7 +279,7 @@ def _read_safetensors(path: Path, keep=_is_clvp_key) -> dict[str, torch.Tensor]:
             return {key: handle.get_tensor(key) for key in handle.keys() if keep(key)}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"cannot read {path} as a safetensors file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"cannot read {path} as a safetensors file ({describe(exc)}). "
             "The file is corrupt or truncated: download it again."
         ) from None
 

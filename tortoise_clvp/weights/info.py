@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
@@ -191,7 +191,7 @@ def read_safetensors_header(path: Path) -> dict[str, torch.Tensor]:
             raise ValueError(f"{size} bytes, but its header declares {8 + header_len + end}")
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(
-            f"cannot read {path} as a safetensors file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"cannot read {path} as a safetensors file ({describe(exc)}). "
             "The file is corrupt or truncated: convert or download it again."
         ) from None
     return state
@@ -218,7 +218,7 @@ def _model_shapes_and_count(part: str, config: Any) -> tuple[dict[str, torch.Siz
 def _describe_error(exc: BaseException, file: str) -> str:
     if isinstance(exc, CheckpointError):
         return str(exc)
-    return f"{file}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    return f"{file}: {describe(exc, 300)}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionsError, describe
 from ..mel import load_mel_norms
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
@@ -34,6 +34,7 @@ from .original_diffusion import DIFFUSION_CHECKPOINT, load_diffusion_original
 from .original_vocoder import VOCODER_CHECKPOINT, load_vocoder_original
 
 MEL_NORMS_FILE = "mel_norms.pth"
+MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HF_WEIGHT_FILES = (hf_clvp.SAFETENSORS_FILE, hf_clvp.SAFETENSORS_INDEX, hf_clvp.TORCH_FILE)
 
 
@@ -53,8 +54,9 @@ class LoadedModels:
 def detect_layout(path: Path) -> str:
     """'tortoise', 'huggingface' or 'native'; a clear error naming the expected files otherwise."""
     if not path.is_dir():
+        state = "is a file, not a folder" if path.exists() else "does not exist"
         raise CheckpointError(
-            f"model directory {path} does not exist. Put the released Tortoise files (autoregressive.pth, "
+            f"model directory {path} {state}. Put the released Tortoise files (autoregressive.pth, "
             "clvp2.pth, tokenizer.json, mel_norms.pth) in a folder and pass that folder's path."
         )
     if (path / native.CONFIG_FILE).is_file() and (path / native.weights_file("autoregressive")).is_file():
@@ -123,6 +125,8 @@ def _load_huggingface(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
 
 def load_models(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModels:
     """Load a model directory of any layout; models in eval mode on `device`, the decoder in `dtype`."""
+    if dtype not in MODEL_DTYPES:
+        raise OptionsError(f"dtype must be one of {', '.join(map(str, MODEL_DTYPES))}, got {dtype!r}")
     path = Path(path).expanduser()
     layout = detect_layout(path)
     tokenizer = BpeTokenizer(_required(path, TOKENIZER_FILENAME, "Tortoise's BPE vocabulary"))
@@ -138,7 +142,7 @@ def load_models(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         diffusion = None if diffusion is None else diffusion.to(device=device, dtype=dtype).eval()
         vocoder = None if vocoder is None else vocoder.to(device).eval()
     except (RuntimeError, AssertionError) as exc:
-        raise CheckpointError(f"cannot place the models on {device} ({str(exc).splitlines()[0]}); choose another device") from None
+        raise CheckpointError(f"cannot place the models on {device} ({describe(exc)}); choose another device") from None
     return LoadedModels(autoregressive, clvp, tokenizer, mel_norms, layout, diffusion, vocoder)
 
 
@@ -160,7 +164,9 @@ def check_parts_fit(
 
 def convert(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
     """Read a model directory of any layout and write it, atomically, in the native format."""
-    source = Path(source).expanduser()
+    source, destination = Path(source).expanduser(), Path(destination).expanduser()
+    if destination.exists() and not overwrite:  # say so before minutes of loading
+        raise CheckpointError(f"{destination} already exists; choose another path or pass overwrite")
     models = load_models(source)
     parts = {"autoregressive": models.autoregressive, "clvp": models.clvp, "diffusion": models.diffusion,
              "vocoder": models.vocoder}

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
@@ -71,7 +71,7 @@ def _load_part(path: Path, meta: dict[str, Any], part: str) -> nn.Module:
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {file} ({str(exc).splitlines()[0][:200]}); it is corrupt: convert again") from None
+        raise CheckpointError(f"cannot read {file} ({describe(exc)}); it is corrupt: convert again") from None
     with torch.device("meta"):
         model = model_class(config)
     return load_strict(model, state, str(file)).eval()

@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, describe
 
 _LISTED = 12  # keys shown per category in an error message
 
@@ -31,7 +31,7 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
     except Exception as exc:  # noqa: BLE001 - the weights-only unpickler raises many types on garbage input
         raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"cannot read {path} as a PyTorch checkpoint ({describe(exc)}). "
             "The file is corrupt or truncated: download it again."
         ) from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
