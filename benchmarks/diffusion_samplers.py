@@ -489,8 +489,6 @@ def main(argv: list[str] | None = None) -> int:
                     "dpm_steps": steps, "dpm_guided": mode == "guided", "steps_ratio": original / steps}
             if cost and item["dpm_guided"] and not item["original_guided"]:
                 item["time_ratio_with_batch2_cost"] = original / (steps * cost["batch2_over_batch1"])
-            if cost and not item["dpm_guided"] and item["original_guided"]:
-                item["time_ratio_with_batch2_cost"] = original * cost["batch2_over_batch1"] / steps
             per_preset[preset_name] = item
         speedups[f"oracle-sweep worst/{mode}/ode_tol"] = {"dpm_steps": steps, "informative": True,
                                                           "vs_original_presets": per_preset}

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{args.repeats} interleaved rounds: original two batch-1 forwards vs one batch-2 forward ...", flush=True)
         runs = {"two_batch1": Runs(), "cond_batch1": Runs(), "uncond_batch1": Runs(), "batch2": Runs()}
+        round_loads: list[float | None] = []
         for repeat in range(args.repeats):
             order = ["two_batch1", "batch2"] if repeat % 2 == 0 else ["batch2", "two_batch1"]  # ABBA
             for name in order:
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                     runs["cond_batch1"].add(first)
                     runs["uncond_batch1"].add(second)
                     runs["two_batch1"].add(first + second)
+            round_loads.append(load_average())
             print(f"  round {repeat + 1}: two batch-1 {runs['two_batch1'].times_s[-1]:.3f} s, "
                   f"batch-2 {runs['batch2'].times_s[-1]:.3f} s  (load {load_average() or 0:.2f})", flush=True)
 
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     result["ours"] = {
         **ours,
         "timestep_independent": ti_runs.as_dict(),
+        "loadavg_1m_after_each_round": round_loads,
         "speedup_batch2_over_two_batch1": ratio,
         "batch2_vs_cond_batch1": runs["batch2"].median_s / runs["cond_batch1"].median_s,
         "max_abs_diff_batch2_vs_batch1": max_diff,

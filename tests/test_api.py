@@ -173,3 +173,17 @@ def test_bfloat16_models_make_finite_audio(tiny_model_dir, reference_dir):
     tts = TextToSpeech.from_local(tiny_model_dir, dtype=torch.bfloat16)
     speech = tts.generate("Hello.", [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"], _tiny_generation(), seed=1)
     assert torch.isfinite(speech.waveform).all() and speech.waveform.dtype == torch.float32
+
+
+def test_generate_times_the_voice_conditioning(tts, reference_dir, monkeypatch):
+    real = tts.get_conditioning
+
+    def slow(*args, **kwargs):
+        import time
+
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tts, "get_conditioning", slow)
+    speech = tts.generate("Hi.", [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"], _tiny_generation(), seed=0)
+    assert speech.timings["conditioning"] >= 0.2

@@ -238,9 +238,12 @@ class TextToSpeech:
         seed = random.randrange(_SEED_RANGE) if seed is None else seed
         if isinstance(voice, Conditioning) and voice.diffusion is None:
             raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")
+        start = time.perf_counter()
         conditioning = voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, seed)
+        conditioned_in = time.perf_counter() - start
         result = self.candidates(text, conditioning, options.decoding, options.k, seed, options.clvp_batch_size, progress)
         timings = dict(result.timings)
+        timings["conditioning"] += conditioned_in
 
         generator = torch.Generator(self.device).manual_seed(seed + 1)  # waveform stage: its own stream
         mels, start = [], time.perf_counter()
