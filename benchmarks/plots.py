@@ -115,7 +115,7 @@ def plot_end_to_end(data: dict[str, Any], Figure: Any) -> Any | None:
     ax.set_ylabel("wall seconds")
     ax.set_title(f"End to end per stage (CPU, random weights, {tokens} forced tokens per candidate)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.margins(y=0.12)
+    ax.set_ylim(0, max(bottoms) * 1.12)
     return fig
 
 
@@ -160,9 +160,12 @@ def plot_samplers(data: dict[str, Any], Figure: Any) -> Any | None:
         return None
     fig = Figure(figsize=(5.2 * len(panels), 4.2))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    from matplotlib.ticker import NullFormatter
+
     ode_tol = (data.get("args") or {}).get("ode_tol")
     for ax, (name, mode, m) in zip(axes, panels):
         runs = [r for r in m["runs"] if not r.get("reference")]
+        ticks = sorted({r["steps"] for r in runs})
         for sampler, (label, style) in _SAMPLER_STYLE.items():
             mine = sorted((r for r in runs if r["sampler"] == sampler), key=lambda r: r["steps"])
             if not mine:
@@ -180,6 +183,8 @@ def plot_samplers(data: dict[str, Any], Figure: Any) -> Any | None:
             ax.axhline(ode_tol, color="grey", ls=":", lw=1, label=f"ODE tolerance {ode_tol}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("steps")
         ax.set_ylabel("log-mel RMSE (natural-log units)")
         ax.set_title(f"{name}, {mode}", fontsize=10)
