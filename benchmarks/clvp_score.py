@@ -481,7 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     worst_other = max((x for c in cells for n in SCORERS for x in c[n]["other_cores_busy"] if x is not None),
                       default=None)
     if worst_other is not None:
-        print(f"other processes during the timed calls: at most {worst_other:.2f} core(s) busy")
+        set_aside = sum(len(c["rounds"]["set_aside"]) for c in cells)
+        noisy = sum(c["rounds"]["noisy_used"] for c in cells)
+        print(f"other processes during the timed calls used: at most {worst_other:.2f} core(s) busy; "
+              f"{set_aside} disturbed round(s) set aside, {noisy} of them used for lack of clean ones"
+              + (" (THESE NUMBERS ARE NOISY)" if noisy else ""))
     errors = [c["scores_vs_hf"]["ours"]["max_abs"] for c in cells] + [c["scores_vs_hf"]["ours_packed"]["max_abs"]
                                                                         for c in cells]
     scale = float(hf.logit_scale.detach().exp())

@@ -341,6 +341,11 @@ def md_clvp_score(data: dict[str, Any]) -> str:
             + md_table(["N x L", "packed s", "plain s", "HF s", "original s", "packed cand/s", "HF cand/s",
                         "packed/HF", "plain/HF", "packed +MiB", "HF +MiB", "load 1m", "others"], rows, digits=2))
     errors = [c["scores_vs_hf"][n]["max_abs"] for c in cells for n in ("ours", "ours_packed")]
+    set_aside = sum(len((c.get("rounds") or {}).get("set_aside") or []) for c in cells)
+    noisy = sum((c.get("rounds") or {}).get("noisy_used", 0) for c in cells)
+    if set_aside:
+        text += (f"\n\n{set_aside} round(s) disturbed by other processes were set aside and redone"
+                 + (f"; {noisy} of them had to be used: those cells are noisy." if noisy else "."))
     target = data.get("target") or {}
     text += (f"\n\nScores vs transformers: max |diff| {max(errors):.2g} (HF's RMSNorm eps differs); target "
              f"{target.get('speedup_vs_hf', 2):.0f}x HF at 16 candidates: "

@@ -104,13 +104,12 @@ class TextToSpeech:
         """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native).
 
         dtype: float32, or bfloat16 / float16 for the decoder and the diffusion decoder (the vocoder and CLVP stay
-        float32). On CPU in float32 the linear layers get oneDNN-packed weights (much faster small-batch decoding)
-        unless the decoder is compiled.
+        float32). On CPU in float32 the decoder's linear layers get oneDNN-packed weights (much faster small-batch
+        decoding) unless it is compiled; CLVP's large batches run faster unpacked (benchmarks/clvp_score.py).
         compile: `torch.compile` the decoder's per-token step and the diffusion denoiser (a one-off compile cost
         of tens of seconds, then faster steps; needs a C++ compiler on CPU).
         """
         models = load_models(model_dir, device, dtype)
-        pack_linears(models.clvp)
         if not compile:
             pack_linears(models.autoregressive)
         else:  # inductor lowers linears itself and cannot take pre-packed weights
