@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from tortoise_clvp.rerank_bench import markdown_table
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 README = HERE / "README.md"
@@ -260,9 +262,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def md_table(headers: list[str], rows: list[list[Any]], digits: int = 2) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
-    lines += ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """The rerank report's table renderer, with this page's 2-digit default."""
+    return markdown_table(headers, rows, digits)
 
 
 def _provenance(data: dict[str, Any]) -> str:
