@@ -26,7 +26,7 @@ from ..config import VocoderConfig
 from ..errors import CheckpointError
 from ..models.vocoder import KPNET_RESIDUAL_BLOCKS, UnivNetVocoder
 from .strict import check_state_dict, shape_of
-from .tortoise_pth import StateSource, _load_into_meta_model, _read_state, _wrong_slot, guess_checkpoint_kind
+from .tortoise_pth import StateSource, _load_into_meta_model, _read_state, _require_tensors, _wrong_slot
 
 VOCODER_CHECKPOINT = "vocoder.pth"
 GENERATOR_ENTRY = "model_g"  # vocoder.pth wraps the generator's state dict in {'model_g': ...}
@@ -208,14 +208,7 @@ def _unwrap(state: Mapping[str, Any], source: str) -> Mapping[str, Any]:
 
 def _require_vocoder(state: Mapping[str, Any], source: str) -> None:
     wanted = f"a UnivNet vocoder checkpoint ({VOCODER_CHECKPOINT})"
-    if not state:
-        raise CheckpointError(f"{source} is not {wanted}: it holds no tensors at all.")
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        kind = guess_checkpoint_kind(state)
-        raise CheckpointError(
-            f"{source} is not {wanted}: it holds non-tensor entries {sorted(state)[:8]}"
-            f"{f' (it looks like {kind})' if kind else ''}. Pass the right file for this slot."
-        )
+    _require_tensors(state, source, wanted)
     if not (any(k.startswith("conv_pre.") for k in state) and any(k.startswith("res_stack.") for k in state)):
         raise _wrong_slot(state, source, wanted)
 

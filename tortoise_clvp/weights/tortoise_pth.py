@@ -203,8 +203,8 @@ def clvp_config_from_state(state: Mapping[str, Any], source: str = "the CLVP sta
     return ClvpConfig(**sizes, **{name: values.pop() for name, values in shared.items()})
 
 
-def _require_clvp(state: Mapping[str, Any], source: str) -> None:
-    wanted = f"a CLVP checkpoint ({CLVP_CHECKPOINT})"
+def _require_tensors(state: Mapping[str, Any], source: str, wanted: str) -> None:
+    """`state` must be a non-empty plain state dict of tensors; otherwise say what it is instead."""
     if not state:
         raise CheckpointError(f"{source} is not {wanted}: it holds no tensors at all.")
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -213,6 +213,11 @@ def _require_clvp(state: Mapping[str, Any], source: str) -> None:
             f"{source} is not {wanted}: it holds a wrapper with entries {sorted(state)[:8]} instead of a plain state "
             f"dict of tensors{f' (it looks like {kind})' if kind else ''}. Pass the right file for this slot."
         )
+
+
+def _require_clvp(state: Mapping[str, Any], source: str) -> None:
+    wanted = f"a CLVP checkpoint ({CLVP_CHECKPOINT})"
+    _require_tensors(state, source, wanted)
     has_text = "text_emb.weight" in state or any(k.startswith("text_transformer.") for k in state)
     has_speech = "speech_emb.weight" in state or any(k.startswith("speech_transformer.") for k in state)
     if not (has_text and has_speech):
