@@ -13,13 +13,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import torch
+
+from tortoise_clvp.atomic import write_bytes_atomic
 
 T = TypeVar("T")
 
@@ -179,22 +180,10 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], digits: 
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write `data` as indented JSON: a temp file in the same folder, fsync, then `os.replace` (folder created)."""
+    """Write `data` as indented JSON atomically (folder created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
 
 
 # reference numbers -------------------------------------------------------------------------------------------------

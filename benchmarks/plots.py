@@ -7,7 +7,7 @@ and draws, with matplotlib (``pip install 'tortoise-clvp[bench]'``):
 - ``ar_decode_tokens_per_s.png``: speech tokens per second against the candidate count, ours vs transformers;
 - ``diffusion_sampler_error.png``: sampler error (log-mel RMSE) against the step count;
 - ``clvp_score.png``: CLVP scoring seconds per (candidates x codes) cell, ours vs transformers vs the original.
-Each PNG is written to a temporary file and moved into place (``os.replace``), so a reader never sees half a file.
+Each PNG and the README are written atomically (`tortoise_clvp.atomic`), so a reader never sees half a file.
 
 ``--readme`` renders the results as Markdown tables and rewrites the part of ``benchmarks/README.md`` between
 ``<!-- results:start -->`` and ``<!-- results:end -->`` (also atomically); ``--no-plots`` skips the figures.
@@ -22,10 +22,10 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from tortoise_clvp.atomic import atomic_write, write_bytes_atomic
 from tortoise_clvp.rerank_bench import markdown_table
 
 HERE = Path(__file__).resolve().parent
@@ -73,17 +73,10 @@ def _figure_class() -> Any:
 
 
 def save_figure(fig: Any, path: Path) -> Path:
-    """Write `fig` as PNG to a temp file beside `path`, then os.replace it into place."""
+    """Write `fig` as PNG atomically (folder created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        fig.savefig(stream, format="png", dpi=120, bbox_inches="tight")
     return path
 
 
@@ -467,15 +460,7 @@ def update_readme(readme: Path, body: str) -> Path:
         text = text[:start] + block + text[end + len(END_MARK):]
     else:
         text = text.rstrip() + "\n\n## Latest results\n\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{readme.name}.", suffix=".tmp", dir=readme.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, readme)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(readme, text.encode())
     return readme
 
 

@@ -15,7 +15,7 @@ import torch
 import torchaudio.functional as AF
 
 from conftest import read_json, read_tensors
-from tortoise_clvp import audio
+from tortoise_clvp import atomic, audio
 from tortoise_clvp.errors import AudioError
 from tortoise_clvp.mel import load_mel_norms
 
@@ -325,7 +325,7 @@ def test_save_audio_unwritable_folder(tmp_path, monkeypatch):
     def refuse(path):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(audio, "_create_temp_beside", refuse)
+    monkeypatch.setattr(atomic, "_create_temp_beside", refuse)
     with pytest.raises(AudioError, match="permissions"):
         audio.save_audio(tmp_path / "x.wav", _tone(), 24000)
     assert not any(tmp_path.iterdir())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numbers
 import os
 import random
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from tortoise_clvp.atomic import atomic_write
 from tortoise_clvp.errors import AudioError
 from tortoise_clvp.mel import (
     CONDITIONING_SAMPLE_RATE,
@@ -117,18 +117,6 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
 
 
 # Writing ------------------------------------------------------------------------------------------------------------
-def _create_temp_beside(path: Path) -> tuple[int, Path]:
-    """Open a new, uniquely named hidden file in path's folder (mode 0o666 minus the umask, like a normal file)."""
-    for _ in range(100):
-        temp_path = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
-        try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-            return os.open(temp_path, flags, 0o666), temp_path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not find a free temporary name beside {path}")
-
-
 def _to_frames(wav: torch.Tensor | np.ndarray) -> np.ndarray:
     """(N,), (C, N) or (1, C, N) audio to soundfile's (N, C) float32 layout."""
     data = wav.detach().to("cpu", torch.float32).numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
@@ -175,20 +163,12 @@ def save_audio(
         raise AudioError(f"cannot write {path}: it is a directory; give a file name")
 
     try:
-        handle, temp_path = _create_temp_beside(path)
-    except OSError as exc:
-        raise AudioError(f"cannot write into folder {folder} ({exc.strerror or exc}); check its permissions") from exc
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_write(path) as stream:
             soundfile.write(stream, frames, sample_rate, subtype=subtype, format=file_format)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException as exc:
-        temp_path.unlink(missing_ok=True)
-        if isinstance(exc, (OSError, soundfile.SoundFileError, RuntimeError)):
-            raise AudioError(f"could not write {path} ({exc}); nothing was written") from exc
-        raise
+    except PermissionError as exc:
+        raise AudioError(f"cannot write into folder {folder} ({exc.strerror or exc}); check its permissions") from exc
+    except (OSError, soundfile.SoundFileError, RuntimeError) as exc:
+        raise AudioError(f"could not write {path} ({exc}); nothing was written") from exc
     return path
 
 

@@ -67,6 +67,7 @@ import torch
 from torch import Tensor
 
 from .api import Progress, Speech, TextToSpeech, Voice
+from .atomic import write_bytes_atomic
 from .audio import save_audio
 from .conditioning import Conditioning
 from .errors import CheckpointError, InputTextError, OptionsError, TortoiseClvpError
@@ -268,20 +269,6 @@ def _voice_fingerprint(voice: Voice) -> str:
 
 
 # Work folder --------------------------------------------------------------------------------------------------------
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a hidden temporary file beside `path`, fsync, rename over `path`; on any failure remove it."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{random.randrange(16**8):08x}.partial")
-    try:
-        with open(temp, "xb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def _prepare_work_dir(work_dir: str | os.PathLike) -> Path:
     """Create the folder if needed and prove it writable, or raise a WorkDirError saying what is wrong."""
     folder = Path(work_dir)
@@ -436,12 +423,12 @@ class SpeechStream:
         save_audio(self.work_dir / name, wave, self.sample_rate)  # the audio first, then the manifest saying it is done
         record = {"file": name, "samples": int(wave.numel()), "scores": scores.tolist(), "best": best.tolist()}
         self._manifest.done[index] = record
-        _write_atomically(self.work_dir / MANIFEST_NAME, self._manifest.to_json())
+        write_bytes_atomic(self.work_dir / MANIFEST_NAME, self._manifest.to_json())
 
     def _generate(self) -> Iterator[SpeechChunk]:
         joiner, count = _Joiner(self._fade, self._gap), len(self.texts)
         if self._manifest is not None:  # record the run before generating, so an interrupted run is recognised
-            _write_atomically(self.work_dir / MANIFEST_NAME, self._manifest.to_json())
+            write_bytes_atomic(self.work_dir / MANIFEST_NAME, self._manifest.to_json())
         for index, (text, seed) in enumerate(zip(self.texts, self.seeds)):
             found = self._resumed(index)
             if found is not None:

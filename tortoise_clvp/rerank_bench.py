@@ -52,7 +52,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from .atomic import write_bytes_atomic
 from .audio import CONDITIONING_SAMPLE_RATE, load_audio
 from .conditioning import Conditioning, autoregressive_conditioning
 from .errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
@@ -504,8 +504,8 @@ def run_rerank_benchmark(
     plot_paths = _write_plots(data, out_dir)
     data["plots"] = [p.name for p in plot_paths] if plot_paths is not None else PLOTS_SKIPPED
     markdown = render_markdown(data)
-    markdown_path = _write_atomic(out_dir / "report.md", markdown.encode("utf-8"))
-    json_path = _write_atomic(out_dir / "report.json", (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    markdown_path = write_bytes_atomic(out_dir / "report.md", markdown.encode("utf-8"))
+    json_path = write_bytes_atomic(out_dir / "report.json", (json.dumps(data, indent=1) + "\n").encode("utf-8"))
     return Report(data, markdown, json_path, markdown_path, plot_paths or [])
 
 
@@ -709,22 +709,6 @@ def render_markdown(data: Mapping[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _write_atomic(path: Path, payload: bytes) -> Path:
-    """Write bytes to a temp file beside `path`, fsync, then rename over it (never a half-written file)."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
     """scores.png, retrieval.png, stability.png; None when matplotlib is not installed."""
     try:
@@ -735,7 +719,7 @@ def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
     def save(fig, name: str) -> Path:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)
-        return _write_atomic(out_dir / name, buffer.getvalue())
+        return write_bytes_atomic(out_dir / name, buffer.getvalue())
 
     texts = data["texts"]
     seeds = data["grid"]["seeds"]

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -34,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
+from .atomic import write_bytes_atomic
 from .conditioning import Conditioning
 from .errors import AudioError, TortoiseClvpError
 
@@ -400,24 +400,11 @@ def _write_cache(path: Path, key: str, conditioning: Conditioning, info: dict) -
     if conditioning.diffusion is not None:
         tensors["diffusion"] = conditioning.diffusion.detach().cpu().contiguous().clone()
     metadata = {"format": CACHE_FORMAT, "key": key, "info": json.dumps(info, sort_keys=True)}
-    temp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(save_safetensors(tensors, metadata))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-        temp = None
+        write_bytes_atomic(path, save_safetensors(tensors, metadata))
     except OSError as exc:
         return f"cannot write the latent cache {path} ({exc.strerror or exc}); latents were computed but not cached"
-    finally:
-        if temp is not None:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass
     return None
 
 
