@@ -10,6 +10,7 @@ from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.conditioning import Conditioning
 from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
 from tortoise_clvp.generate import DecodingOptions
+from tortoise_clvp.models.packed_linear import PackedLinear
 from tortoise_clvp.sampling import FAITHFUL_SAMPLING
 
 
@@ -167,6 +168,14 @@ def test_compiled_steps_give_the_same_results(tiny_model_dir, reference_dir):
         compiled.generate("Hello.", clips, options, seed=2).waveform, eager.generate("Hello.", clips, options, seed=2).waveform,
         atol=1e-3, rtol=1e-3,
     )
+
+
+def test_compile_on_cpu_float32_keeps_the_packed_decoder(tiny_model_dir):
+    tts = TextToSpeech.from_local(tiny_model_dir, compile=True)
+    decoder = tts.models.autoregressive
+    assert any(isinstance(m, PackedLinear) for m in decoder.modules())
+    assert "decode_step" not in vars(decoder)  # the eager, packed step (compiling swaps in an instance attribute)
+    assert "forward" in vars(tts.models.diffusion)
 
 
 def test_bfloat16_models_make_finite_audio(tiny_model_dir, reference_dir):

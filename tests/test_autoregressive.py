@@ -96,6 +96,22 @@ def test_cached_decoding_equals_full_forward():
     torch.testing.assert_close(torch.stack([first, *steps], dim=1), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_compiled_decode_step_equals_eager():
+    """`compile_decode_step` (what `compile=True` uses off CPU float32) changes speed, not results."""
+    eager, compiled = _random_model(2), _random_model(2)
+    compiled.compile_decode_step()
+    prompt = torch.randn(1, 6, 48)
+    codes = torch.randint(0, 8192, (2, 5))
+    outputs = []
+    with torch.no_grad():
+        for model in (eager, compiled):
+            model.setup_cache(2, prompt.shape[1] + codes.shape[1])
+            model.prefill(prompt)
+            outputs.append(torch.stack([model.decode_step(codes[:, i], i + 1, prompt.shape[1] + i) for i in range(5)]))
+            model.release_cache()
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+
+
 def test_chunked_prefill_equals_single_prefill():
     model = _random_model(1)
     x = torch.randn(1, 12, 48)

@@ -106,14 +106,15 @@ class TextToSpeech:
         dtype: float32, or bfloat16 / float16 for the decoder and the diffusion decoder (the vocoder and CLVP stay
         float32). On CPU in float32 the decoder's linear layers get oneDNN-packed weights (much faster small-batch
         decoding) unless it is compiled; CLVP's large batches run faster unpacked (benchmarks/clvp_score.py).
-        compile: `torch.compile` the decoder's per-token step and the diffusion denoiser (a one-off compile cost
-        of tens of seconds, then faster steps; needs a C++ compiler on CPU).
+        compile: `torch.compile` the diffusion denoiser, and the decoder's per-token step where its linears are not
+        packed (a one-off compile cost of tens of seconds; needs a C++ compiler on CPU). On CPU in float32 the
+        packed eager step is kept: it is faster than the compiled one (benchmarks/README.md, "torch.compile on CPU").
         """
         models = load_models(model_dir, device, dtype)
-        if not compile:
-            pack_linears(models.autoregressive)
-        else:  # inductor lowers linears itself and cannot take pre-packed weights
-            models.autoregressive.compile_decode_step()
+        packed = pack_linears(models.autoregressive)  # 0 where packing does not apply (not CPU float32)
+        if compile:
+            if not packed:
+                models.autoregressive.compile_decode_step()
             if models.diffusion is not None:
                 models.diffusion.compile_forward()
         return cls(models)
