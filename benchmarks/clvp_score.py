@@ -63,7 +63,7 @@ from common import (  # noqa: E402
     load_average,
     load_reference,
     peak_rss_mb,
-    system_info,
+    result_header,
     timed,
     write_json_atomic,
 )
@@ -416,14 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
-        "benchmark": "clvp_score",
-        "status": "running",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                 if k not in ("length_list", "candidate_list")},
-        "method": " ".join(" ".join(__doc__.split("\n\n")[1:4]).split()),
-        "system": system_info("cpu", {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                                      "loadavg_1m_at_start": load_average()}),
+        **result_header("clvp_score", args, " ".join(__doc__.split("\n\n")[1:4]), ("length_list", "candidate_list"),
+                        {"cpu_capability": torch.backends.cpu.get_cpu_capability()}),
         "reference_original": reference_context(),
         "target": {"speedup_vs_hf": TARGET_SPEEDUP, "at_candidates": 16, "scorer": "ours_packed"},
     }

@@ -6,6 +6,7 @@ report the median of several runs with every run listed. Nothing here imports th
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import platform
@@ -157,6 +158,25 @@ def system_info(device: torch.device | str = "cpu", extra: Mapping[str, Any] | N
     if extra:
         info.update(extra)
     return info
+
+
+def result_header(
+    benchmark: str,
+    args: Any,
+    method: str,
+    skip_args: Sequence[str] = (),
+    system_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields every results JSON starts with: name, status "running", start time, arguments (paths as text,
+    `skip_args` left out), the method text on one line, and the system with the load average at the start."""
+    return {
+        "benchmark": benchmark,
+        "status": "running",
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in skip_args},
+        "method": " ".join(method.split()),
+        "system": system_info("cpu", {**(system_extra or {}), "loadavg_1m_at_start": load_average()}),
+    }
 
 
 # output ------------------------------------------------------------------------------------------------------------

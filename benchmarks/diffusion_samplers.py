@@ -53,7 +53,6 @@ Usage: python benchmarks/diffusion_samplers.py [--dpm-steps 5,10,15,20,30,50] [-
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import itertools
 import json
 import math
@@ -73,7 +72,7 @@ from common import (  # noqa: E402
     load_average,
     peak_rss_mb,
     reference_dir,
-    system_info,
+    result_header,
     write_json_atomic,
 )
 
@@ -424,14 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
-        "benchmark": "diffusion_samplers",
-        "status": "running",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "method": " ".join(" ".join(__doc__.split("\n\n")[1:4]).split()),
+        **result_header("diffusion_samplers", args, " ".join(__doc__.split("\n\n")[1:4]),
+                        system_extra={"reference_dir": str(shared_reference().resolve())}),
         "limits": " ".join(__doc__.split("\n\n")[4].split()),
-        "system": system_info("cpu", {"loadavg_1m_at_start": load_average(),
-                                      "reference_dir": str(shared_reference().resolve())}),
         "denoisers": {},
     }
     tiny_factory, frames, tiny_info = tiny_denoisers(args.candidate)

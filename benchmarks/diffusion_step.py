@@ -23,7 +23,6 @@ Usage: python benchmarks/diffusion_step.py [--latents 100] [--repeats 5] [--thre
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from common import (  # noqa: E402
     load_average,
     load_reference,
     peak_rss_mb,
-    system_info,
+    result_header,
     time_runs,
     timed,
     write_json_atomic,
@@ -89,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
-        "benchmark": "diffusion_step",
-        "status": "running",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "method": " ".join(__doc__.split("\n\n")[1].split()),
-        "system": system_info("cpu", {"loadavg_1m_at_start": load_average()}),
+        **result_header("diffusion_step", args, __doc__.split("\n\n")[1]),
         "reference_original": reference_context(),
     }
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import gc
 import shutil
 import subprocess
@@ -51,7 +50,7 @@ from common import (  # noqa: E402
     load_reference,
     peak_rss_mb,
     reference_dir,
-    system_info,
+    result_header,
     write_json_atomic,
 )
 
@@ -245,12 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.voice.is_file():
         raise SystemExit(f"voice clip {args.voice} not found")
     result: dict[str, Any] = {
-        "benchmark": "end_to_end",
-        "status": "running",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "build_only"},
-        "method": " ".join(" ".join(__doc__.split("\n\n")[1:4]).split()),
-        "system": system_info("cpu", {"loadavg_1m_at_start": load_average()}),
+        **result_header("end_to_end", args, " ".join(__doc__.split("\n\n")[1:4]), ("build_only",)),
         "reference_original": reference_context(),
     }
 

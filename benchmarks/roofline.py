@@ -19,9 +19,7 @@ Usage: python benchmarks/roofline.py [--threads 2] [--repeats 5] [--results benc
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -30,7 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
-from common import format_table, load_average, system_info, time_runs, write_json_atomic  # noqa: E402
+from common import format_table, load_average, result_header, time_runs, write_json_atomic  # noqa: E402
 
 from tortoise_clvp.config import AutoregressiveConfig, ClvpConfig, DiffusionConfig  # noqa: E402
 from tortoise_clvp.models.autoregressive import AutoregressiveModel  # noqa: E402
@@ -70,29 +68,31 @@ def read_bandwidth_gbs(repeats: int, mib: int = 512) -> float:
 
 
 def decode_products(config: AutoregressiveConfig, repeats: int) -> dict[str, Any]:
-    """16-row products against the decoder's weight shapes, packed like the engine packs them: hot and streamed."""
+    """16-row products against the decoder's weight shapes, packed like the engine packs them: each product repeated
+    on one weight (it stays in cache: "hot"), and a decoder's worth of distinct weights in turn ("streamed")."""
     dim = config.model_dim
     shapes = [(3 * dim, dim), (dim, dim), (4 * dim, dim), (dim, 4 * dim)]  # qkv, attention out, mlp in, mlp out
-
-    def packed(out_features: int, in_features: int) -> PackedLinear:
-        return PackedLinear(torch.nn.Linear(in_features, out_features))
-
-    layer_flops = sum(2 * DECODE_ROWS * o * i for o, i in shapes)
-    layer_bytes = sum(4 * o * i for o, i in shapes)
-    hot_layer = [packed(o, i) for o, i in shapes]
     inputs = [torch.randn(DECODE_ROWS, i) for _, i in shapes]
+
+    def layer() -> list[PackedLinear]:
+        return [PackedLinear(torch.nn.Linear(i, o)) for o, i in shapes]
 
     def run(layers: list[list[PackedLinear]]) -> Callable[[], None]:
         def call() -> None:
-            for layer in layers:
-                for linear, x in zip(layer, inputs):
+            for linears in layers:
+                for linear, x in zip(linears, inputs):
                     linear(x)
         return call
 
+    layer_flops = sum(2 * DECODE_ROWS * o * i for o, i in shapes)
+    layer_bytes = sum(4 * o * i for o, i in shapes)
     with torch.inference_mode():
-        hot_s = time_runs(run([hot_layer] * config.layers), repeats).median_s / config.layers
-        streamed = [[packed(o, i) for o, i in shapes] for _ in range(config.layers)]
-        streamed_s = time_runs(run(streamed), repeats).median_s / config.layers
+        one = layer()
+        hot_s = sum(
+            time_runs(lambda: [linear(x) for _ in range(config.layers)], repeats).median_s
+            for linear, x in zip(one, inputs)
+        ) / config.layers
+        streamed_s = time_runs(run([layer() for _ in range(config.layers)]), repeats).median_s / config.layers
     return {
         "rows": DECODE_ROWS, "shapes_out_in": shapes, "layer_gflop": layer_flops / 1e9, "layer_weight_mb": layer_bytes / 1e6,
         "hot_ms_per_layer": hot_s * 1e3, "hot_gflops": layer_flops / hot_s / 1e9,
@@ -185,13 +185,7 @@ def stage_rows(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    result: dict[str, Any] = {
-        "benchmark": "roofline",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "method": " ".join(__doc__.split("\n\n")[1].split()),
-        "system": system_info("cpu", {"loadavg_1m_at_start": load_average()}),
-    }
+    result: dict[str, Any] = result_header("roofline", args, __doc__.split("\n\n")[1])
     print("measuring the GEMM peak and the memory bandwidth ...", flush=True)
     gemm = {"2048x2048x2048": gemm_gflops(2048, 2048, 2048, args.repeats),
             "870x3072x1024": gemm_gflops(870, 3072, 1024, args.repeats)}
@@ -227,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if "speedup_bound_at_decode_rate" in r:
             print(f"{r['stage']}: at the streamed {DECODE_ROWS}-row product rate the floor is "
                   f"{r['floor_s_at_decode_rate']:.2f} s, a bound of {r['speedup_bound_at_decode_rate']:.2f}x")
+    result["status"] = "done"
     path = write_json_atomic(args.out, result)
     print(f"\nwrote {path}")
     return 0

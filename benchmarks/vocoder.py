@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import sys
 import time
 from copy import deepcopy
@@ -46,7 +45,7 @@ from common import (  # noqa: E402
     load_average,
     load_reference,
     peak_rss_mb,
-    system_info,
+    result_header,
     time_runs,
     timed,
     write_json_atomic,
@@ -178,12 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     config = VocoderConfig.RELEASED
     result: dict[str, Any] = {
-        "benchmark": "vocoder",
-        "status": "running",
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "method": __doc__.split("\n\n")[1].replace("\n", " "),
-        "system": system_info("cpu", {"loadavg_1m_at_start": load_average()}),
+        **result_header("vocoder", args, __doc__.split("\n\n")[1]),
         "reference_original": reference_context(),
     }
     start = time.perf_counter()

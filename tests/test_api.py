@@ -8,9 +8,11 @@ import torch
 from conftest import read_json, read_tensors
 from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.conditioning import Conditioning
+from tortoise_clvp.diffusion_sampler import SamplerOptions
 from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
 from tortoise_clvp.generate import DecodingOptions
 from tortoise_clvp.models.packed_linear import PackedLinear
+from tortoise_clvp.presets import GenerationOptions
 from tortoise_clvp.sampling import FAITHFUL_SAMPLING
 
 
@@ -101,10 +103,7 @@ def test_bad_inputs_are_clear_errors(tts, tmp_path, reference_dir):
         tts.candidates("Hello.", [], options)
 
 
-def _tiny_generation(k: int = 1, sampler: str = "dpm++2m") -> "GenerationOptions":
-    from tortoise_clvp.diffusion_sampler import SamplerOptions
-    from tortoise_clvp.presets import GenerationOptions
-
+def _tiny_generation(k: int = 1, sampler: str = "dpm++2m") -> GenerationOptions:
     return GenerationOptions(
         decoding=DecodingOptions(num_candidates=3, batch_size=3, max_new_tokens=24),
         diffusion=SamplerOptions(sampler=sampler, steps=4),

@@ -14,7 +14,6 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-from conftest import read_json, read_tensors
 from tortoise_clvp import atomic, audio
 from tortoise_clvp.errors import AudioError
 from tortoise_clvp.mel import load_mel_norms

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import read_json, read_tensors
+from conftest import read_json
 from tortoise_clvp import mel
 from tortoise_clvp.audio import load_audio
 from tortoise_clvp.errors import CheckpointError

@@ -59,7 +59,7 @@ def test_bad_sampling_options_are_rejected(kwargs):
 
 def test_processors_match_transformers():
     """Penalty -> temperature -> top-k -> top-p as transformers' processors compute them."""
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from transformers.generation.logits_process import (
         RepetitionPenaltyLogitsProcessor,
         TemperatureLogitsWarper,

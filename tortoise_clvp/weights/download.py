@@ -31,7 +31,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import CheckpointError, describe
 from ..text import TOKENIZER_FILENAME
