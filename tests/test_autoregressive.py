@@ -96,6 +96,49 @@ def test_cached_decoding_equals_full_forward():
     torch.testing.assert_close(torch.stack([first, *steps], dim=1), expected, atol=1e-5, rtol=1e-5)
 
 
+def _decode(model: AutoregressiveModel, prompt: torch.Tensor, codes: torch.Tensor, rows: int) -> torch.Tensor:
+    """Prefill `prompt` (1 or `rows` rows) into a `rows`-row cache, then one step per column of codes (rows, n)."""
+    model.setup_cache(rows, prompt.shape[1] + codes.shape[1])
+    first = model.prefill(prompt).expand(rows, -1)
+    steps = [model.decode_step(codes[:, i], i + 1, prompt.shape[1] + i) for i in range(codes.shape[1])]
+    model.release_cache()
+    return torch.stack([first, *steps])
+
+
+def test_shared_prompt_prefix_equals_a_copy_per_row():
+    """A one-row prefill is kept once and shared by every row; decoding gives what a prompt copied per row gives."""
+    model = _random_model(3)
+    prompt = torch.randn(1, 7, 48)
+    codes = torch.randint(0, 8192, (4, 6))
+    with torch.no_grad():
+        shared = _decode(model, prompt, codes, rows=4)
+        copied = _decode(model, prompt.expand(4, -1, -1), codes, rows=4)
+        assert model.blocks[0].attn.cache is None
+        model.setup_cache(4, 13)
+        model.prefill(prompt)
+        cache = model.blocks[0].attn.cache
+        assert cache.shared == 7 and not cache.k[1:].any()  # stored in row 0 only, no copy per row
+    torch.testing.assert_close(shared, copied, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_is_copied_out_before_other_writes():
+    """A multi-row chunk after a shared prompt, and a fresh prompt in a reused cache, see the right keys."""
+    model = _random_model(4)
+    prompt, chunk, other = torch.randn(1, 5, 48), torch.randn(3, 2, 48), torch.randn(1, 4, 48)
+    with torch.no_grad():
+        model.setup_cache(3, 9)
+        model.prefill(prompt)
+        chunked = model.prefill(chunk, start=5)
+        expected = model.mel_logits(model.transformer(torch.cat([prompt.expand(3, -1, -1), chunk], 1))[:, -1])
+        torch.testing.assert_close(chunked, expected, atol=1e-5, rtol=1e-5)
+        assert model.blocks[0].attn.cache.shared == 0
+        model.prefill(other)  # a new sequence in the same buffers
+        step = model.decode_step(torch.tensor([1, 2, 3]), 1, 4)
+        full = torch.cat([other.expand(3, -1, -1), model.embed_mel(torch.tensor([[1], [2], [3]]), torch.tensor([1]))], 1)
+        torch.testing.assert_close(step, model.mel_logits(model.transformer(full)[:, -1]), atol=1e-5, rtol=1e-5)
+        model.release_cache()
+
+
 def test_compiled_decode_step_equals_eager():
     """`compile_decode_step` (what `compile=True` uses off CPU float32) changes speed, not results."""
     eager, compiled = _random_model(2), _random_model(2)

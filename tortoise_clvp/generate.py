@@ -1,7 +1,7 @@
 """The autoregressive loop: sample many speech-token candidates for one text and one voice.
 
-Per batch: the prompt [conditioning latent, text, start token] is prefilled once for one row (the
-cache write broadcasts it to every row); then one `decode_step` per token for the whole batch, rows that emitted the
+Per batch: the prompt [conditioning latent, text, start token] is prefilled once for one row (the cache keeps it
+once, as a prefix every row shares); then one `decode_step` per token for the whole batch, rows that emitted the
 stop token padded with it, until every row stopped or `max_new_tokens` is reached.
 """
 

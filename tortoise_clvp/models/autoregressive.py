@@ -49,7 +49,10 @@ class ConditioningEncoder(nn.Module):
 class KVCache(nn.Module):
     """Static key/value buffers (B, H, max_len, d), written at the positions being computed.
 
-    A one-row write (a prompt prefilled once) broadcasts to every row, so all candidates share it.
+    A one-row write stands for every row. When it extends the front of the cache (the prompt, prefilled once for a
+    batch of candidates) it is kept in row 0 only, as a prefix all rows share: decode steps then read the prompt's
+    keys and values once per step instead of once per row. Any other write pattern first copies that prefix into
+    every row.
     """
 
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
@@ -57,13 +60,39 @@ class KVCache(nn.Module):
         shape = (batch, heads, max_len, head_dim)
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.shared = 0  # positions [0, shared) hold the shared prefix, in row 0 only
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        rows = k.shape[0]
+        """Write k, v (rows, H, t, d) at `start`; return the keys and values (rows, H, start + t, d) they attend to
+        (positions before `shared` are valid in row 0 only)."""
+        rows, end = k.shape[0], start + k.shape[2]
+        if start == 0:  # a new sequence: whatever was cached is stale
+            self.shared = 0
+        extends_prefix = rows == 1 and start == self.shared and self.k.shape[0] > 1
+        if self.shared and not extends_prefix and (rows == 1 or start < self.shared or k.shape[2] > 1):
+            self.k[1:, :, : self.shared] = self.k[:1, :, : self.shared]
+            self.v[1:, :, : self.shared] = self.v[:1, :, : self.shared]
+            self.shared = 0
+        if extends_prefix:
+            self.shared = end
+            target = slice(0, 1)
+        else:
+            target = slice(None) if rows == 1 else slice(rows)  # a one-row write outside the prefix fills every row
+        self.k[target, :, start:end] = k
+        self.v[target, :, start:end] = v
         return self.k[:rows, :, :end], self.v[:rows, :, :end]
+
+
+def shared_prefix_attention(q: Tensor, k: Tensor, v: Tensor, shared: int) -> Tensor:
+    """One new position per row, q (B, H, 1, d), over keys/values (B, H, L, d) whose first `shared` positions are
+    valid in row 0 only (the prompt every row shares). The prefix is read once for all rows."""
+    q_heads = q.squeeze(2).transpose(0, 1)  # (H, B, d)
+    prefix = torch.matmul(q_heads, k[0, :, :shared].transpose(1, 2))  # (H, B, P)
+    own = torch.matmul(q, k[:, :, shared:].transpose(-1, -2)).squeeze(2).transpose(0, 1)  # (H, B, L - P)
+    weights = torch.cat([prefix, own], dim=-1).mul_(q.shape[-1] ** -0.5).softmax(dim=-1)  # (H, B, L)
+    out = torch.matmul(weights[..., :shared], v[0, :, :shared]).transpose(0, 1)  # (B, H, d)
+    own_weights = weights[..., shared:].transpose(0, 1).unsqueeze(2)  # (B, H, 1, L - P)
+    return out.unsqueeze(2) + torch.matmul(own_weights, v[:, :, shared:])  # (B, H, 1, d)
 
 
 class SelfAttention(nn.Module):
@@ -78,9 +107,13 @@ class SelfAttention(nn.Module):
         """`start` is the cache position of x's first row, or None for a plain causal pass without cache."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
+        shared = 0
         if start is not None and self.cache is not None:
             k, v = self.cache.update(start, k, v)
-        if t == 1:
+            shared = self.cache.shared if b > 1 else 0  # b > 1 with a shared prefix: one new position per row
+        if shared:
+            y = shared_prefix_attention(q, k, v, shared)
+        elif t == 1:
             y = F.scaled_dot_product_attention(q, k, v)  # one new row sees everything before it
         elif k.shape[2] == t:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
