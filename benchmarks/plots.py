@@ -1,8 +1,8 @@
 """Figures and README tables from whatever benchmark results exist in ``benchmarks/results/``.
 
-Reads ``ar_decode.json``, ``clvp_score.json``, ``vocoder.json``, ``diffusion_step.json``, ``diffusion_samplers.json``
-and ``end_to_end.json`` (each written by the script of the same name; any may be missing or from an unfinished run)
-and draws, with matplotlib (``pip install 'tortoise-clvp[bench]'``):
+Reads ``ar_decode.json``, ``clvp_score.json``, ``vocoder.json``, ``diffusion_step.json``, ``diffusion_samplers.json``,
+``end_to_end.json``, ``compile_cpu.json`` and ``roofline.json`` (each written by the script of the same name; any may
+be missing or from an unfinished run) and draws, with matplotlib (``pip install 'tortoise-clvp[bench]'``):
 - ``end_to_end_stages.png``: wall time per pipeline stage for each preset (stacked bars, median run);
 - ``ar_decode_tokens_per_s.png``: speech tokens per second against the candidate count, ours vs transformers;
 - ``diffusion_sampler_error.png``: sampler error (log-mel RMSE) against the step count;
@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 README = HERE / "README.md"
 START_MARK, END_MARK = "<!-- results:start -->", "<!-- results:end -->"
-BENCHMARKS = ("end_to_end", "ar_decode", "clvp_score", "diffusion_step", "diffusion_samplers", "vocoder")
+BENCHMARKS = ("end_to_end", "ar_decode", "clvp_score", "diffusion_step", "diffusion_samplers", "vocoder",
+              "compile_cpu", "roofline")
 STAGES = ("conditioning", "sampling", "reranking", "latents", "diffusion", "vocoder")
 INSTALL_HINT = "matplotlib is needed for the figures: pip install 'tortoise-clvp[bench]' (or pip install matplotlib)"
 
@@ -407,6 +408,43 @@ def md_vocoder(data: dict[str, Any]) -> str:
             + md_table(["what", "mel frames", "median s", "s per audio s"], rows, digits=3))
 
 
+def md_compile_cpu(data: dict[str, Any]) -> str:
+    rows = [[stage, name, e.get("median_step_s", 0) * 1e3, e.get("first_call_s")]
+            for stage, key in (("decoder step", "decoder"), ("denoiser step", "denoiser"))
+            for name, e in (data.get(key) or {}).items() if isinstance(e, dict)]
+    if not rows:
+        return "No result yet."
+    args = data.get("args") or {}
+    return (f"`compile=True` on CPU fp32: decoder step with {args.get('rows')} rows (oneDNN-packed eager vs compiled), "
+            "one guided denoiser step (eager vs compiled). The first call of a compiled variant includes the compile.\n\n"
+            + md_table(["what", "variant", "median ms per step", "first call s"], rows, digits=1)
+            + f"\n\nCompiled / packed decoder step: {_fmt((data.get('decoder') or {}).get('compiled_over_packed'))}x "
+              f"the time; compiled / eager denoiser: {_fmt((data.get('denoiser') or {}).get('compiled_over_eager'))}x. "
+              "So on CPU float32 `compile=True` compiles the denoiser only and keeps the packed eager decoder.")
+
+
+def md_roofline(data: dict[str, Any]) -> str:
+    decode = data.get("decode_products") or {}
+    limits = [[f"GEMM {shape}, GFLOP/s", value] for shape, value in (data.get("gemm_gflops") or {}).items()]
+    limits += [["memory read, GB/s", data.get("read_bandwidth_gbs")],
+               ["16-row decode products, weight in cache, GFLOP/s", decode.get("hot_gflops")],
+               ["16-row decode products, weight streamed, GFLOP/s", decode.get("streamed_gflops")]]
+    rows = [[r["stage"], r["gflop"], r.get("ours_s"), r.get("ours_gflops"),
+             None if "ours_fraction_of_peak" not in r else 100 * r["ours_fraction_of_peak"], r.get("reference"),
+             r.get("reference_s"), r.get("reference_gflops"), r["floor_s_at_peak"], r.get("speedup_measured"),
+             r.get("speedup_bound_at_peak"), r.get("speedup_bound_at_decode_rate"), r["target"]]
+            for r in data.get("stages") or []]
+    if not rows:
+        return "No result yet."
+    return ("This CPU's limits, then each stage's work against them (GFLOP counted by `torch.utils.flop_counter`; "
+            "floor = every FLOP at the GEMM peak; bound = reference time / floor, the largest speed-up the hardware "
+            "allows at the same math; for decoding also the bound at the streamed 16-row product rate).\n\n"
+            + md_table(["limit", "value"], limits, digits=1) + "\n\n"
+            + md_table(["stage", "GFLOP", "ours s", "ours GFLOP/s", "% of peak", "reference", "ref s",
+                        "ref GFLOP/s", "floor s", "measured x", "bound x (peak)", "bound x (16-row rate)", "target"],
+                       rows))
+
+
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "end_to_end": ("End to end (`end_to_end.py`)", md_end_to_end),
     "ar_decode": ("Autoregressive decoding (`ar_decode.py`)", md_ar_decode),
@@ -414,6 +452,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "diffusion_step": ("One diffusion step (`diffusion_step.py`)", md_diffusion_step),
     "diffusion_samplers": ("Diffusion sampler error (`diffusion_samplers.py`)", md_diffusion_samplers),
     "vocoder": ("Vocoder (`vocoder.py`)", md_vocoder),
+    "compile_cpu": ("torch.compile on CPU (`compile_cpu.py`)", md_compile_cpu),
+    "roofline": ("Limits of this CPU (`roofline.py`)", md_roofline),
 }
 
 
