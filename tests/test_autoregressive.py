@@ -105,6 +105,13 @@ def _decode(model: AutoregressiveModel, prompt: torch.Tensor, codes: torch.Tenso
     return torch.stack([first, *steps])
 
 
+def _poison_cache(model: AutoregressiveModel) -> None:
+    """Fill the (uninitialised) cache buffers with NaN: any read of a position not yet written shows up."""
+    for block in model.blocks:
+        block.attn.cache.k.fill_(float("nan"))
+        block.attn.cache.v.fill_(float("nan"))
+
+
 def test_shared_prompt_prefix_equals_a_copy_per_row():
     """A one-row prefill is kept once and shared by every row; decoding gives what a prompt copied per row gives."""
     model = _random_model(3)
@@ -115,10 +122,14 @@ def test_shared_prompt_prefix_equals_a_copy_per_row():
         copied = _decode(model, prompt.expand(4, -1, -1), codes, rows=4)
         assert model.blocks[0].attn.cache is None
         model.setup_cache(4, 13)
+        _poison_cache(model)
         model.prefill(prompt)
         cache = model.blocks[0].attn.cache
-        assert cache.shared == 7 and not cache.k[1:].any()  # stored in row 0 only, no copy per row
+        assert cache.shared == 7 and cache.k[1:, :, :7].isnan().all()  # stored in row 0 only, no copy per row
+        poisoned = torch.stack([model.decode_step(codes[:, i], i + 1, 7 + i) for i in range(codes.shape[1])])
+        model.release_cache()
     torch.testing.assert_close(shared, copied, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(poisoned, shared[1:], atol=1e-5, rtol=1e-5)
 
 
 def test_shared_prefix_is_copied_out_before_other_writes():
@@ -127,6 +138,7 @@ def test_shared_prefix_is_copied_out_before_other_writes():
     prompt, chunk, other = torch.randn(1, 5, 48), torch.randn(3, 2, 48), torch.randn(1, 4, 48)
     with torch.no_grad():
         model.setup_cache(3, 9)
+        _poison_cache(model)
         model.prefill(prompt)
         chunked = model.prefill(chunk, start=5)
         expected = model.mel_logits(model.transformer(torch.cat([prompt.expand(3, -1, -1), chunk], 1))[:, -1])

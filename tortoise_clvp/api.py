@@ -108,7 +108,8 @@ class TextToSpeech:
         decoding) unless it is compiled; CLVP's large batches run faster unpacked (benchmarks/clvp_score.py).
         compile: `torch.compile` the diffusion denoiser, and the decoder's per-token step where its linears are not
         packed (a one-off compile cost of tens of seconds; needs a C++ compiler on CPU). On CPU in float32 the
-        packed eager step is kept: it is faster than the compiled one (benchmarks/README.md, "torch.compile on CPU").
+        packed eager step is kept (the compiled one is 1.5x slower) and the denoiser gains only 1-5%
+        (benchmarks/compile_cpu.py).
         """
         models = load_models(model_dir, device, dtype)
         packed = pack_linears(models.autoregressive)  # 0 where packing does not apply (not CPU float32)

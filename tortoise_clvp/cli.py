@@ -141,7 +141,7 @@ def speak(
     device: Device = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders.")] = "float32",
     faithful: Annotated[bool, typer.Option(help="Reproduce the original's sampling quirks (top_k=50 ...).")] = False,
-    compile: Annotated[bool, typer.Option(help="torch.compile the diffusion denoiser, and the decoder step off CPU float32 (about a minute to start; on CPU ~5% faster diffusion steps).")] = False,
+    compile: Annotated[bool, typer.Option(help="torch.compile the diffusion denoiser, and the decoder step off CPU float32 (up to a minute to start; on CPU the denoiser gains only 1-5%).")] = False,
     stream: Annotated[bool, typer.Option(help="Report and keep each chunk as soon as it is ready (with -o -, play as it comes).")] = False,
     chunk_chars: Annotated[int, typer.Option(min=20, help="Long texts are split into chunks of about this many characters.")] = 200,
     work_dir: Annotated[Optional[Path], typer.Option(help="Keep finished chunks here to resume (default: beside the output).")] = None,

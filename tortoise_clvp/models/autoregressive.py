@@ -47,7 +47,8 @@ class ConditioningEncoder(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Static key/value buffers (B, H, max_len, d), written at the positions being computed.
+    """Static key/value buffers (B, H, max_len, d), written at the positions being computed. Left uninitialised:
+    a position is always written before anything attends to it.
 
     A one-row write stands for every row. When it extends the front of the cache (the prompt, prefilled once for a
     batch of candidates) it is kept in row 0 only, as a prefix all rows share: decode steps then read the prompt's
@@ -58,8 +59,8 @@ class KVCache(nn.Module):
     def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
         super().__init__()
         shape = (batch, heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
         self.shared = 0  # positions [0, shared) hold the shared prefix, in row 0 only
 
     def update(self, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
