@@ -32,8 +32,9 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
 from common import (  # noqa: E402
     Runs,
-    current_rss_mb,
     cuda_peak_mb,
+    current_rss_mb,
+    finish,
     format_table,
     load_average,
     load_reference,
@@ -348,10 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         result["bf16"] = run_bf16(args, ours, latent, text_ids, fp32_rows, device, result)
 
     print_reference(result["reference"])
-    result["status"] = "complete"
-    result["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

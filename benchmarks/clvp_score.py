@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
-import datetime as _dt
 import gc
 import os
 import sys
@@ -59,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from common import (  # noqa: E402
     Runs,
     current_rss_mb,
+    finish,
     format_table,
     load_average,
     load_reference,
@@ -463,8 +463,6 @@ def main(argv: list[str] | None = None) -> int:
         result["profile"]["quiet_before"] = quiet
     result["memory"] = {"peak_rss_mb": peak_rss_mb(), "current_rss_mb": current_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
-    result["status"] = "done"
-    result["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
     start_load, end_load = result["system"]["loadavg_1m_at_start"], result["system"]["loadavg_1m_at_end"]
     print(f"\nCLVP scoring, one 40-id text vs N candidates of L codes, batches of {args.batch_size}, full-size random "
@@ -490,8 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS {result['memory']['peak_rss_mb']:.0f} MiB (whole process: HF model + ours + packed copy)")
     if "profile" in result:
         print_profile(result["profile"])
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

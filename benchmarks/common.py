@@ -206,6 +206,15 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
     return write_bytes_atomic(path, (json.dumps(data, indent=1, default=str) + "\n").encode())
 
 
+def finish(path: str | os.PathLike[str], result: dict[str, Any]) -> Path:
+    """Mark a benchmark's result done, stamp the finish time, write it atomically and say where."""
+    result["status"] = "done"
+    result["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    path = write_json_atomic(path, result)
+    print(f"\nwrote {path}")
+    return path
+
+
 # reference numbers -------------------------------------------------------------------------------------------------
 def reference_dir() -> Path | None:
     """The shared reference fixtures: $CLVP_REFERENCE_DIR, else ../shared/reference beside the checkout."""

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
-from common import format_table, load_average, result_header, time_runs, timed, write_json_atomic  # noqa: E402
+from common import finish, format_table, load_average, result_header, time_runs, timed  # noqa: E402
 
 from tortoise_clvp.config import AutoregressiveConfig, DiffusionConfig  # noqa: E402
 from tortoise_clvp.models.autoregressive import AutoregressiveModel  # noqa: E402
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compiled / packed decoder step: {result['decoder']['compiled_over_packed']:.2f}x the time "
           f"(logits max |diff| {decoder_diff:.1e}); compiled / eager denoiser step: "
           f"{result['denoiser']['compiled_over_eager']:.2f}x (max |diff| {denoiser_diff:.1e})")
-    result["status"] = "done"
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

@@ -68,6 +68,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
 from common import (  # noqa: E402
+    finish,
     format_table,
     load_average,
     peak_rss_mb,
@@ -489,7 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     result["speedup"] = {"forward_cost": cost, "by_choice": speedups, "current_presets": current}
     result["memory"] = {"peak_rss_mb": peak_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
-    result["status"] = "done"
 
     load = " at start, ".join(
         "?" if value is None else f"{value:.2f}"
@@ -526,8 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  current presets: " + ", ".join(f"{k} {v['sampler']}@{v['steps']}{'' if v['cond_free'] else ' unguided'}"
                                             for k, v in current.items()))
     print("\n" + result["limits"])
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

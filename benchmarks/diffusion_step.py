@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from common import (  # noqa: E402
     Runs,
     current_rss_mb,
+    finish,
     format_table,
     load_average,
     load_reference,
@@ -42,7 +43,6 @@ from common import (  # noqa: E402
     result_header,
     time_runs,
     timed,
-    write_json_atomic,
 )
 
 from tortoise_clvp.config import DiffusionConfig  # noqa: E402
@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     result["memory"] = {"peak_rss_mb": peak_rss_mb(), "current_rss_mb": current_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
-    result["status"] = "done"
 
     rows = [
         ["ours: two batch-1 forwards (original way)", runs["two_batch1"].median_s, min(runs["two_batch1"].times_s),
@@ -205,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"target: one guided step <= {TARGET_S:.2f} s -> ours {runs['batch2'].median_s:.3f} s: "
           f"{'met' if result['ours']['meets_target'] else 'NOT met'}")
     print(f"peak RSS {result['memory']['peak_rss_mb']:.0f} MiB (whole process, model build included)")
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from common import (  # noqa: E402
     REPO_ROOT,
     current_rss_mb,
+    finish,
     format_table,
     load_average,
     load_reference,
@@ -296,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
 
     result["memory"] = {"peak_rss_mb_process": peak_rss_mb(), "current_rss_mb": current_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
-    result["status"] = "done"
 
     names = list(result["presets"])
     if len(names) >= 2:
@@ -338,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
               f"one guided diffusion step {reference['diffusion_step'].get('median_s', 0):.2f} s (batched "
               f"{reference['diffusion_step'].get('batch2_median_s', 0):.2f} s); vocoder "
               f"{reference['vocoder'].get('seconds_per_audio_second', 0):.3f} s per audio second")
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
-from common import format_table, load_average, result_header, time_runs, write_json_atomic  # noqa: E402
+from common import finish, format_table, load_average, result_header, time_runs  # noqa: E402
 
 from tortoise_clvp.config import AutoregressiveConfig, ClvpConfig, DiffusionConfig  # noqa: E402
 from tortoise_clvp.models.autoregressive import AutoregressiveModel  # noqa: E402
@@ -221,9 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if "speedup_bound_at_decode_rate" in r:
             print(f"{r['stage']}: at the streamed {DECODE_ROWS}-row product rate the floor is "
                   f"{r['floor_s_at_decode_rate']:.2f} s, a bound of {r['speedup_bound_at_decode_rate']:.2f}x")
-    result["status"] = "done"
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from common import (  # noqa: E402
     Runs,
     current_rss_mb,
+    finish,
     format_table,
     load_average,
     load_reference,
@@ -219,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
 
     result["memory"] = {"peak_rss_mb": peak_rss_mb(), "current_rss_mb": current_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
-    result["status"] = "done"
 
     load = " at start, ".join(
         "?" if value is None else f"{value:.2f}"
@@ -233,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\noriginal UnivNetGenerator on the reference machine: {reference['seconds_per_audio_second']:.3f} "
               f"s per audio second ({reference['mel_frames']} frames, median {reference['median_s']:.3f} s)")
     print(f"target: <= {TARGET_S_PER_AUDIO_S:.2f} s per audio second")
-    path = write_json_atomic(args.out, result)
-    print(f"\nwrote {path}")
+    finish(args.out, result)
     return 0
 
 
