@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from conftest import read_tensors
 from tortoise_clvp.config import TOKENS, AutoregressiveConfig
-from tortoise_clvp.models.autoregressive import AutoregressiveModel
+from tortoise_clvp.models.autoregressive import AutoregressiveModel, gelu_new
 from tortoise_clvp.models.layers import group_norm_groups
 
 ATOL = 1e-4
@@ -183,3 +183,15 @@ def test_chunked_prefill_equals_single_prefill():
 @pytest.mark.parametrize("channels,groups", [(16, 8), (48, 16), (64, 16), (80, 16), (1024, 32), (96, 32), (40, 8)])
 def test_group_norm_groups_follow_the_original_rule(channels, groups):
     assert group_norm_groups(channels) == groups
+
+
+def test_gelu_new_is_gpt2s_tanh_gelu():
+    x = torch.cat([torch.randn(4096) * 3, torch.tensor([0.0, -0.0, 1e-30, -50.0, 50.0, 1e20, -1e20, float("inf"),
+                                                      float("-inf")])])
+    expected = F.gelu(x.double(), approximate="tanh")
+    got = gelu_new(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=1e-6, equal_nan=True)  # -inf: NaN in both
+    assert torch.isnan(gelu_new(torch.tensor([float("nan")]))).all()
+    half = torch.randn(64, dtype=torch.bfloat16)
+    assert torch.equal(gelu_new(half), F.gelu(half, approximate="tanh"))  # other dtypes: PyTorch's op as is

@@ -7,6 +7,8 @@ One module holds what the original spreads over `UnifiedVoice`, `GPT2InferenceMo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -124,6 +126,23 @@ class SelfAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
+_TWO_SQRT_2_OVER_PI = 2 * math.sqrt(2 / math.pi)
+
+
+def gelu_new(x: Tensor) -> Tensor:
+    """GPT-2's tanh-approximate GELU, 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3).
+
+    On CPU in float32 it is computed as the same function x * sigmoid(2z): a CPU tanh costs about three sigmoids,
+    and this is ~3% of a 16-candidate decode step. Elsewhere (one fused kernel on GPUs; bf16/fp16 rounding)
+    PyTorch's own op is used.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return F.gelu(x, approximate="tanh")
+    z = x * x
+    z.mul_(0.044715 * _TWO_SQRT_2_OVER_PI).add_(_TWO_SQRT_2_OVER_PI).mul_(x)
+    return z.sigmoid_().mul_(x)
+
+
 class MLP(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -131,7 +150,7 @@ class MLP(nn.Module):
         self.proj = nn.Linear(4 * dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))  # GPT-2's gelu_new
+        return self.proj(gelu_new(self.fc(x)))
 
 
 class Block(nn.Module):
