@@ -63,8 +63,10 @@ from common import (  # noqa: E402
     load_average,
     load_reference,
     peak_rss_mb,
+    reset_peak_rss,
     result_header,
     timed,
+    vm_hwm_mb,
     write_json_atomic,
 )
 
@@ -128,25 +130,6 @@ def _own_cpu_s() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs); False where that is impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _vm_hwm_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _trim_heap() -> None:
     """Give freed heap memory back to the OS (glibc malloc_trim) so that the next call's peak shows its own working
     set instead of reusing what an earlier, larger call left resident; a no-op elsewhere."""
@@ -161,11 +144,11 @@ def measured_call(fn: Callable[[], Tensor]) -> tuple[float, Tensor, dict[str, fl
     gc.collect()
     _trim_heap()
     rss_before = current_rss_mb()
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     busy0, own0 = _machine_busy_s(), _own_cpu_s()
     seconds, result = timed(fn)
     busy1, own1 = _machine_busy_s(), _own_cpu_s()
-    hwm = _vm_hwm_mb() if reset else None
+    hwm = vm_hwm_mb() if reset else None
     others = None
     if busy0 is not None and busy1 is not None:
         others = max(0.0, (busy1 - busy0) - (own1 - own0)) / seconds

@@ -115,6 +115,33 @@ def load_average() -> float | None:
         return None
 
 
+def load_span(system: Mapping[str, Any]) -> str:
+    """'0.77 at start, 1.13 at end' from a result's system block ('?' where a load is unknown)."""
+    start, end = (system.get(key) for key in ("loadavg_1m_at_start", "loadavg_1m_at_end"))
+    return " at start, ".join("?" if value is None else f"{value:.2f}" for value in (start, end)) + " at end"
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM (Linux >= 4.0: write 5 to /proc/self/clear_refs); False where that is impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def vm_hwm_mb() -> float | None:
+    """Peak resident memory since the last reset (VmHWM), MiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 # system info -------------------------------------------------------------------------------------------------------
 def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo, else whatever `platform` knows."""

@@ -71,6 +71,7 @@ from common import (  # noqa: E402
     finish,
     format_table,
     load_average,
+    load_span,
     peak_rss_mb,
     reference_dir,
     result_header,
@@ -420,6 +421,19 @@ def print_mode(denoiser: str, mode: str, data: dict[str, Any]) -> None:
           f"ddim@{choice['ddim_steps_by_ode_tol']} (None = no measured count)")
 
 
+def vs_original_presets(dpm_steps: int, dpm_guided: bool, cost: dict[str, Any] | None) -> dict[str, Any]:
+    """DPM-Solver++ at `dpm_steps` against each original preset's step count; where DPM is guided and the preset
+    is not, also the time ratio with a guided (batch-2) step's measured cost."""
+    per_preset = {}
+    for preset_name, original in ORIGINAL_PRESET_STEPS.items():
+        item = {"original_steps": original, "original_guided": ORIGINAL_PRESET_GUIDED[preset_name],
+                "dpm_steps": dpm_steps, "dpm_guided": dpm_guided, "steps_ratio": original / dpm_steps}
+        if cost and dpm_guided and not item["original_guided"]:
+            item["time_ratio_with_batch2_cost"] = original / (dpm_steps * cost["batch2_over_batch1"])
+        per_preset[preset_name] = item
+    return per_preset
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -465,36 +479,23 @@ def main(argv: list[str] | None = None) -> int:
         for criterion, steps in (("p_spread", choice["dpm_steps_by_p_spread"]), ("ode_tol", choice["dpm_steps_by_ode_tol"])):
             if steps is None:
                 continue
-            per_preset = {}
-            for preset_name, original in ORIGINAL_PRESET_STEPS.items():
-                item = {"original_steps": original, "original_guided": ORIGINAL_PRESET_GUIDED[preset_name],
-                        "dpm_steps": steps, "dpm_guided": mode == "guided", "steps_ratio": original / steps}
-                if cost and item["dpm_guided"] and not item["original_guided"]:
-                    item["time_ratio_with_batch2_cost"] = original / (steps * cost["batch2_over_batch1"])
-                per_preset[preset_name] = item
-            speedups[f"{name}/{mode}/{criterion}"] = {"dpm_steps": steps, "informative": criterion == "ode_tol"
-                                                      or choice["informative"], "vs_original_presets": per_preset}
+            speedups[f"{name}/{mode}/{criterion}"] = {
+                "dpm_steps": steps, "informative": criterion == "ode_tol" or choice["informative"],
+                "vs_original_presets": vs_original_presets(steps, mode == "guided", cost),
+            }
     for mode, sweep in result.get("oracle_sweep", {}).items():
         steps = sweep["dpm_steps_by_ode_tol"]
         if steps is None:
             continue
-        per_preset = {}
-        for preset_name, original in ORIGINAL_PRESET_STEPS.items():
-            item = {"original_steps": original, "original_guided": ORIGINAL_PRESET_GUIDED[preset_name],
-                    "dpm_steps": steps, "dpm_guided": mode == "guided", "steps_ratio": original / steps}
-            if cost and item["dpm_guided"] and not item["original_guided"]:
-                item["time_ratio_with_batch2_cost"] = original / (steps * cost["batch2_over_batch1"])
-            per_preset[preset_name] = item
-        speedups[f"oracle-sweep worst/{mode}/ode_tol"] = {"dpm_steps": steps, "informative": True,
-                                                          "vs_original_presets": per_preset}
+        speedups[f"oracle-sweep worst/{mode}/ode_tol"] = {
+            "dpm_steps": steps, "informative": True,
+            "vs_original_presets": vs_original_presets(steps, mode == "guided", cost),
+        }
     result["speedup"] = {"forward_cost": cost, "by_choice": speedups, "current_presets": current}
     result["memory"] = {"peak_rss_mb": peak_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
 
-    load = " at start, ".join(
-        "?" if value is None else f"{value:.2f}"
-        for value in (result["system"]["loadavg_1m_at_start"], result["system"]["loadavg_1m_at_end"])
-    ) + " at end"
+    load = load_span(result["system"])
     print(f"\nSampler error, {frames} frames, one fixed initial noise (seed {args.noise_seed}); log-mel RMSE (mean max "
           f"|diff|) in natural-log units (1 = 8.7 dB); errors vs p averaged over p seeds {args.p_seeds}; "
           f"1-min load average {load} (accuracy only: timings do not matter here)")

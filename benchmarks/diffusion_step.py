@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     format_table,
     load_average,
     load_reference,
+    load_span,
     peak_rss_mb,
     result_header,
     time_runs,
@@ -188,10 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if "timestep_independent_s" in reference:
         rows.append(["original: timestep_independent (once)", reference["timestep_independent_s"], None, ""])
-    load = " at start, ".join(
-        "?" if value is None else f"{value:.2f}"
-        for value in (result["system"]["loadavg_1m_at_start"], result["system"]["loadavg_1m_at_end"])
-    ) + " at end"
+    load = load_span(result["system"])
     print(f"\nOne conditioning-free diffusion step, full-size random weights ({result['setup']['n_params'] / 1e6:.0f} M "
           f"params), {args.latents} latents -> {frames} frames, CPU fp32, {args.threads} thread(s), median of "
           f"{args.repeats} interleaved rounds after a warm-up (1-min load average {load}; "

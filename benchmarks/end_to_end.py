@@ -49,9 +49,12 @@ from common import (  # noqa: E402
     format_table,
     load_average,
     load_reference,
+    load_span,
     peak_rss_mb,
     reference_dir,
+    reset_peak_rss,
     result_header,
+    vm_hwm_mb,
     write_json_atomic,
 )
 
@@ -134,28 +137,6 @@ def build_in_child(destination: Path, seed: int) -> dict[str, Any]:
     info = json.loads(info_file.read_text())
     info["child_wall_s"] = time.perf_counter() - start
     return info
-
-
-# memory ------------------------------------------------------------------------------------------------------------
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM (Linux >= 4.0: write 5 to /proc/self/clear_refs); False where that is impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def vm_hwm_mb() -> float | None:
-    """Peak resident memory since the last reset (VmHWM), MiB; None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 # running -----------------------------------------------------------------------------------------------------------
@@ -303,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         base = result["presets"][names[0]]["median_wall_s"]
         result["speedup_vs_first"] = {n: base / result["presets"][n]["median_wall_s"] for n in names[1:]}
 
-    load = " at start, ".join(
-        "?" if value is None else f"{value:.2f}"
-        for value in (result["system"]["loadavg_1m_at_start"], result["system"]["loadavg_1m_at_end"])
-    ) + " at end"
+    load = load_span(result["system"])
     print(f"\nEnd to end, full-size random weights, CPU fp32, {args.threads} thread(s), {args.tokens} forced tokens per "
           f"candidate, one sentence, voice {args.voice.name}; {args.repeats} timed run(s) per preset after a warm-up "
           f"(1-min load average {load})")

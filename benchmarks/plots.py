@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tortoise_clvp.atomic import atomic_write, write_bytes_atomic
-from tortoise_clvp.rerank_bench import markdown_table
+from tortoise_clvp.rerank_bench import markdown_cell, markdown_table
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -246,13 +246,8 @@ def write_plots(results: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
 
 # Markdown ------------------------------------------------------------------------------------------------------------
 def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+    """The rerank report's cell formatter, with this page's 2-digit default."""
+    return markdown_cell(value, digits)
 
 
 def md_table(headers: list[str], rows: list[list[Any]], digits: int = 2) -> str:

@@ -45,6 +45,7 @@ from common import (  # noqa: E402
     format_table,
     load_average,
     load_reference,
+    load_span,
     peak_rss_mb,
     result_header,
     time_runs,
@@ -221,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     result["memory"] = {"peak_rss_mb": peak_rss_mb(), "current_rss_mb": current_rss_mb()}
     result["system"]["loadavg_1m_at_end"] = load_average()
 
-    load = " at start, ".join(
-        "?" if value is None else f"{value:.2f}"
-        for value in (result["system"]["loadavg_1m_at_start"], result["system"]["loadavg_1m_at_end"])
-    ) + " at end"
+    load = load_span(result["system"])
     print(f"\nUnivNet vocoder, full size, CPU fp32, {args.threads} thread(s), median of {args.repeats} after a warm-up "
           f"(1-min load average {load}; {result['system']['cpu_count']} cores)")
     print(format_table(["what", "audio s", "frames", "median s", "s per audio s", "runs (s)"], rows, digits=3))

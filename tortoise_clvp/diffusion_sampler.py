@@ -384,6 +384,17 @@ def _report(progress: Progress | None, done: int, total: int) -> None:
         progress(done, total)
 
 
+def _step_down(
+    step: Callable[[Tensor, int], Tensor], schedule: Schedule, x: Tensor, progress: Progress | None
+) -> Tensor:
+    """x <- step(x, t) for t = n-1 ... 0, reporting progress after each step."""
+    total = schedule.num_steps
+    for done, t in enumerate(reversed(range(total)), start=1):
+        x = step(x, t)
+        _report(progress, done, total)
+    return x
+
+
 def p_sample_loop(
     denoise: Denoiser,
     schedule: Schedule,
@@ -393,11 +404,9 @@ def p_sample_loop(
     progress: Progress | None = None,
 ) -> Tensor:
     """Ancestral sampling over t = n-1 ... 0 from x (the already scaled initial noise)."""
-    total = schedule.num_steps
-    for done, t in enumerate(reversed(range(total)), start=1):
-        x = p_sample(denoise, schedule, x, t, cond_free_k, generator=generator)
-        _report(progress, done, total)
-    return x
+    return _step_down(
+        lambda x, t: p_sample(denoise, schedule, x, t, cond_free_k, generator=generator), schedule, x, progress
+    )
 
 
 def ddim_sample_loop(
@@ -408,11 +417,7 @@ def ddim_sample_loop(
     progress: Progress | None = None,
 ) -> Tensor:
     """Deterministic DDIM (eta = 0) over t = n-1 ... 0."""
-    total = schedule.num_steps
-    for done, t in enumerate(reversed(range(total)), start=1):
-        x = ddim_sample(denoise, schedule, x, t, cond_free_k)
-        _report(progress, done, total)
-    return x
+    return _step_down(lambda x, t: ddim_sample(denoise, schedule, x, t, cond_free_k), schedule, x, progress)
 
 
 def dpm_solver_pp_2m_loop(

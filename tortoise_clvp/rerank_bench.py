@@ -632,7 +632,8 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
 
 
 # output ------------------------------------------------------------------------------------------------------------
-def _cell(value: Any, digits: int = 3) -> str:
+def markdown_cell(value: Any, digits: int = 3) -> str:
+    """One value as Markdown table text: floats to `digits` places, None as '-', booleans as yes/no."""
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -647,7 +648,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], digits
     left-aligned, the rest right-aligned."""
     align = ["---"] * left + ["---:"] * (len(headers) - left)
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(_cell(v, digits) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(markdown_cell(v, digits) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
