@@ -46,10 +46,10 @@ from common import (  # noqa: E402
 )
 
 from tortoise_clvp.config import TOKENS
-from tortoise_clvp.generate import DecodingOptions, sample_candidates
 from tortoise_clvp.models.autoregressive import AutoregressiveModel
 from tortoise_clvp.models.packed_linear import pack_linears
-from tortoise_clvp.sampling import SamplingOptions
+from tortoise_clvp.pipeline.decoding import DecodingOptions, sample_candidates
+from tortoise_clvp.pipeline.sampling import SamplingOptions
 from tortoise_clvp.weights.hf_autoregressive import load_autoregressive_hf
 
 SAMPLING = SamplingOptions(temperature=0.8, top_p=0.8, top_k=None, repetition_penalty=2.0)

@@ -72,7 +72,7 @@ from common import (  # noqa: E402
 
 from tortoise_clvp.models.clvp import ClvpModel  # noqa: E402
 from tortoise_clvp.models.packed_linear import pack_linears  # noqa: E402
-from tortoise_clvp.rerank import score_candidates  # noqa: E402
+from tortoise_clvp.pipeline.rerank import score_candidates  # noqa: E402
 from tortoise_clvp.weights.hf_clvp import load_clvp_hf  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "clvp_score.json"

@@ -77,10 +77,11 @@ from common import (  # noqa: E402
     result_header,
     write_json_atomic,
 )
-
 from safetensors.torch import load_file  # noqa: E402
 
-from tortoise_clvp.diffusion_sampler import (  # noqa: E402
+from tortoise_clvp.frontend.mel import denormalize_tacotron_mel, normalize_tacotron_mel  # noqa: E402
+from tortoise_clvp.models.diffusion import output_frames  # noqa: E402
+from tortoise_clvp.pipeline.samplers import (  # noqa: E402
     TRAINED_DIFFUSION_STEPS,
     SamplerOptions,
     linear_betas,
@@ -88,8 +89,6 @@ from tortoise_clvp.diffusion_sampler import (  # noqa: E402
     sampler_schedule,
     stacked_denoiser,
 )
-from tortoise_clvp.mel import denormalize_tacotron_mel, normalize_tacotron_mel  # noqa: E402
-from tortoise_clvp.models.diffusion import output_frames  # noqa: E402
 from tortoise_clvp.presets import PRESETS  # noqa: E402
 from tortoise_clvp.weights.original_diffusion import (  # noqa: E402
     diffusion_config_from_original_kwargs,

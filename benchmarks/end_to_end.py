@@ -89,7 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # building the model directory (child process) ----------------------------------------------------------------------
 def build_model_dir(destination: Path, seed: int) -> dict[str, Any]:
     """Random full-size models under fixed seeds -> a native directory at `destination`."""
-    from tortoise_clvp.config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
+    from tortoise_clvp.config import (
+        AutoregressiveConfig,
+        ClvpConfig,
+        DiffusionConfig,
+        VocoderConfig,
+    )
     from tortoise_clvp.models.autoregressive import AutoregressiveModel
     from tortoise_clvp.models.clvp import ClvpModel
     from tortoise_clvp.models.diffusion import DiffusionModel

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tortoise_clvp.atomic import atomic_write, write_bytes_atomic
-from tortoise_clvp.rerank_bench import markdown_cell, markdown_table
+from tortoise_clvp.bench.rerank_report import markdown_cell, markdown_table
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from
 from common import load_average, peak_rss_mb, system_info  # noqa: E402
 
 from tortoise_clvp.api import TextToSpeech
+from tortoise_clvp.bench.rerank_report import run_rerank_benchmark
 from tortoise_clvp.errors import TortoiseClvpError
-from tortoise_clvp.rerank_bench import run_rerank_benchmark
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MANIFEST = HERE / "manifests" / "example.jsonl"

@@ -57,7 +57,10 @@ def _deterministic_threads():
 @pytest.fixture(scope="session")
 def ar_fixture(reference_dir: Path):
     """(model, cases, config.json) for the tiny original autoregressive checkpoint, loaded through our loader."""
-    from tortoise_clvp.weights.tortoise_pth import autoregressive_config_from_original_kwargs, load_autoregressive_original
+    from tortoise_clvp.weights.tortoise_pth import (
+        autoregressive_config_from_original_kwargs,
+        load_autoregressive_original,
+    )
 
     folder = reference_dir / "models" / "ar_tiny"
     meta = read_json(folder / "config.json")

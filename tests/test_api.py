@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import read_json, read_tensors
+
 from tortoise_clvp.api import TextToSpeech
-from tortoise_clvp.conditioning import Conditioning
-from tortoise_clvp.diffusion_sampler import SamplerOptions
 from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
-from tortoise_clvp.generate import DecodingOptions
 from tortoise_clvp.models.packed_linear import PackedLinear
+from tortoise_clvp.pipeline.conditioning import Conditioning
+from tortoise_clvp.pipeline.decoding import DecodingOptions
+from tortoise_clvp.pipeline.samplers import SamplerOptions
+from tortoise_clvp.pipeline.sampling import FAITHFUL_SAMPLING
 from tortoise_clvp.presets import GenerationOptions
-from tortoise_clvp.sampling import FAITHFUL_SAMPLING
 
 
 @pytest.fixture(scope="module")

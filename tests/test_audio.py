@@ -14,9 +14,10 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-from tortoise_clvp import atomic, audio
+from tortoise_clvp import atomic
 from tortoise_clvp.errors import AudioError
-from tortoise_clvp.mel import load_mel_norms
+from tortoise_clvp.frontend import audio
+from tortoise_clvp.frontend.mel import load_mel_norms
 
 ATOL = 1e-4
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import read_tensors
+
 from tortoise_clvp.config import TOKENS, AutoregressiveConfig
 from tortoise_clvp.models.autoregressive import AutoregressiveModel, gelu_new
 from tortoise_clvp.models.layers import group_norm_groups

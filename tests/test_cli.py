@@ -8,12 +8,12 @@ import sys
 
 import pytest
 import soundfile
+from conftest import REPO_ROOT
 from typer.testing import CliRunner
 
-from conftest import REPO_ROOT
 from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.cli import app
-from tortoise_clvp.text import split_and_recombine_text
+from tortoise_clvp.frontend.text import split_and_recombine_text
 
 runner = CliRunner()
 FAST = ["--preset", "ultra_fast_dpm", "--candidates", "2", "--steps", "2", "--max-tokens", "16", "--chunk-chars", "40", "--quiet"]

@@ -14,6 +14,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import read_json, read_tensors
 
 from tortoise_clvp.config import ClvpConfig
 from tortoise_clvp.errors import CheckpointError
@@ -24,7 +25,11 @@ from tortoise_clvp.weights.hf_clvp import (
     clvp_state_from_hf,
     load_clvp_hf,
 )
-from tortoise_clvp.weights.strict import check_state_dict, load_strict, read_torch_checkpoint
+from tortoise_clvp.weights.strict import (
+    check_state_dict,
+    load_strict,
+    read_torch_checkpoint,
+)
 from tortoise_clvp.weights.tortoise_pth import (
     clvp_config_from_original_kwargs,
     clvp_config_from_state,
@@ -33,8 +38,6 @@ from tortoise_clvp.weights.tortoise_pth import (
     clvp_state_from_original,
     load_clvp_original,
 )
-
-from conftest import read_json, read_tensors
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tortoise_clvp.conditioning import MIN_CLIP_SECONDS, autoregressive_conditioning, check_clip
 from tortoise_clvp.errors import AudioError
-from tortoise_clvp.mel import load_mel_norms
+from tortoise_clvp.frontend.mel import load_mel_norms
+from tortoise_clvp.pipeline.conditioning import (
+    MIN_CLIP_SECONDS,
+    autoregressive_conditioning,
+    check_clip,
+)
 
 RATE = 22050
 

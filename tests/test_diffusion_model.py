@@ -10,11 +10,15 @@ import re
 
 import pytest
 import torch
-
 from conftest import read_json, read_tensors
+
 from tortoise_clvp.config import DiffusionConfig
 from tortoise_clvp.errors import CheckpointError
-from tortoise_clvp.models.diffusion import DiffusionModel, output_frames, relative_position_buckets
+from tortoise_clvp.models.diffusion import (
+    DiffusionModel,
+    output_frames,
+    relative_position_buckets,
+)
 from tortoise_clvp.weights.original_diffusion import (
     diffusion_config_from_original_kwargs,
     diffusion_config_from_state,

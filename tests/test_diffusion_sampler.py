@@ -11,11 +11,10 @@ import math
 
 import pytest
 import torch
-
-from tortoise_clvp import diffusion_sampler as ds
-from tortoise_clvp.errors import OptionsError
-
 from conftest import read_json, read_tensors
+
+from tortoise_clvp.errors import OptionsError
+from tortoise_clvp.pipeline import samplers as ds
 
 GOLDEN_ATOL = 1e-6
 BASE_BETAS_PREFIX = "base.linear_betas_"

@@ -10,8 +10,12 @@ import torch
 
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.errors import InputTextError, OptionsError
-from tortoise_clvp.generate import FAITHFUL_DECODING, DecodingOptions, sample_candidates
-from tortoise_clvp.sampling import FAITHFUL_SAMPLING, SamplingOptions
+from tortoise_clvp.pipeline.decoding import (
+    FAITHFUL_DECODING,
+    DecodingOptions,
+    sample_candidates,
+)
+from tortoise_clvp.pipeline.sampling import FAITHFUL_SAMPLING, SamplingOptions
 
 GREEDY_CASES = {  # fixture name -> (mel position convention, repetition penalty)
     "greedy_kv": ("kv_cache_quirk", 1.0),

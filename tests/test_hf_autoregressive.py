@@ -7,9 +7,12 @@ import torch
 
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.errors import CheckpointError
-from tortoise_clvp.generate import DecodingOptions, sample_candidates
-from tortoise_clvp.sampling import SamplingOptions
-from tortoise_clvp.weights.hf_autoregressive import autoregressive_config_from_hf, load_autoregressive_hf
+from tortoise_clvp.pipeline.decoding import DecodingOptions, sample_candidates
+from tortoise_clvp.pipeline.sampling import SamplingOptions
+from tortoise_clvp.weights.hf_autoregressive import (
+    autoregressive_config_from_hf,
+    load_autoregressive_hf,
+)
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,10 +9,8 @@ import soundfile
 import torch
 
 from tortoise_clvp.api import TextToSpeech
-from tortoise_clvp.conditioning import Conditioning
-from tortoise_clvp.diffusion_sampler import SamplerOptions
 from tortoise_clvp.errors import InputTextError, OptionsError
-from tortoise_clvp.generate import DecodingOptions
+from tortoise_clvp.frontend.text import split_and_recombine_text
 from tortoise_clvp.longform import (
     CROSSFADE_MS,
     MANIFEST_NAME,
@@ -24,8 +22,10 @@ from tortoise_clvp.longform import (
     speak_long,
     stream_speech,
 )
+from tortoise_clvp.pipeline.conditioning import Conditioning
+from tortoise_clvp.pipeline.decoding import DecodingOptions
+from tortoise_clvp.pipeline.samplers import SamplerOptions
 from tortoise_clvp.presets import GenerationOptions
-from tortoise_clvp.text import split_and_recombine_text
 
 TEXT = "The sun rose over the hills. Birds sang in the trees! A farmer walked to the barn."
 SPLIT = {"desired_length": 20, "max_length": 40}

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import read_json
-from tortoise_clvp import mel
-from tortoise_clvp.audio import load_audio
+
 from tortoise_clvp.errors import CheckpointError
+from tortoise_clvp.frontend import mel
+from tortoise_clvp.frontend.audio import load_audio
 
 ATOL = 1e-4
 FILTER_ATOL = 1e-7

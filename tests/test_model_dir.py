@@ -88,7 +88,11 @@ def test_bad_directories_are_clear_errors(tmp_path, tiny_model_dir):
 
 
 def test_parts_from_different_sizes_are_refused(tmp_path):
-    from tortoise_clvp.config import AutoregressiveConfig, DiffusionConfig, VocoderConfig
+    from tortoise_clvp.config import (
+        AutoregressiveConfig,
+        DiffusionConfig,
+        VocoderConfig,
+    )
     from tortoise_clvp.models.autoregressive import AutoregressiveModel
     from tortoise_clvp.models.diffusion import DiffusionModel
     from tortoise_clvp.models.vocoder import UnivNetVocoder

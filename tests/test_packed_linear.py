@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tortoise_clvp.generate import DecodingOptions, sample_candidates
 from tortoise_clvp.models.packed_linear import PackedLinear, pack_linears
-from tortoise_clvp.sampling import SamplingOptions
+from tortoise_clvp.pipeline.decoding import DecodingOptions, sample_candidates
+from tortoise_clvp.pipeline.sampling import SamplingOptions
 
 
 def test_packed_linear_matches_linear_for_every_row_count():

@@ -19,7 +19,7 @@ def test_public_names_are_pinned():
 
 def test_module_level_generate_reuses_loaded_models(tiny_model_dir, reference_dir, monkeypatch):
     from tortoise_clvp import api
-    from tortoise_clvp.diffusion_sampler import SamplerOptions
+    from tortoise_clvp.pipeline.samplers import SamplerOptions
     from tortoise_clvp.presets import GenerationOptions
 
     api._shared.cache_clear()

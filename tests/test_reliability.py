@@ -35,19 +35,31 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from tortoise_clvp.api import Speech, TextToSpeech
+from tortoise_clvp.bench.rerank_report import run_rerank_benchmark
 from tortoise_clvp.cli import app
-from tortoise_clvp.conditioning import Conditioning
-from tortoise_clvp.config import TOKENS, AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-from tortoise_clvp.diffusion_sampler import SamplerOptions
-from tortoise_clvp.errors import AudioError, CheckpointError, InputTextError, OptionsError, TortoiseClvpError
-from tortoise_clvp.generate import DecodingOptions, check_lengths
+from tortoise_clvp.config import (
+    TOKENS,
+    AutoregressiveConfig,
+    ClvpConfig,
+    DiffusionConfig,
+    VocoderConfig,
+)
+from tortoise_clvp.errors import (
+    AudioError,
+    CheckpointError,
+    InputTextError,
+    OptionsError,
+    TortoiseClvpError,
+)
 from tortoise_clvp.models.autoregressive import AutoregressiveModel
 from tortoise_clvp.models.clvp import ClvpModel
 from tortoise_clvp.models.diffusion import DiffusionModel
 from tortoise_clvp.models.vocoder import UnivNetVocoder
+from tortoise_clvp.pipeline.conditioning import Conditioning
+from tortoise_clvp.pipeline.decoding import DecodingOptions, check_lengths
+from tortoise_clvp.pipeline.samplers import SamplerOptions
+from tortoise_clvp.pipeline.sampling import SamplingOptions
 from tortoise_clvp.presets import GenerationOptions
-from tortoise_clvp.rerank_bench import run_rerank_benchmark
-from tortoise_clvp.sampling import SamplingOptions
 from tortoise_clvp.weights import native
 from tortoise_clvp.weights.model_dir import convert
 

@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
-from tortoise_clvp.generate import DecodingOptions
-from tortoise_clvp.rerank_bench import (
-    PLOTS_SKIPPED,
+from tortoise_clvp.bench.rerank_report import (
     _DECODING_KEYS,
     _SAMPLING_KEYS,
+    PLOTS_SKIPPED,
     candidate_ranks,
     check_grid,
     clap_metrics,
@@ -31,7 +29,9 @@ from tortoise_clvp.rerank_bench import (
     true_pair_ranks,
     voice_conditioning,
 )
-from tortoise_clvp.sampling import SamplingOptions
+from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
+from tortoise_clvp.pipeline.decoding import DecodingOptions
+from tortoise_clvp.pipeline.sampling import SamplingOptions
 
 METRIC_KEYS = {"mean_rank", "median_rank", "R@1", "R@5", "R@10", "mAP@10"}
 

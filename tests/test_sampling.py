@@ -7,7 +7,7 @@ import torch
 
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.errors import OptionsError
-from tortoise_clvp.sampling import (
+from tortoise_clvp.pipeline.sampling import (
     FAKE_PROMPT_ID,
     SamplingOptions,
     apply_repetition_penalty,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import read_json, read_tensors
-from tortoise_clvp.diffusion_sampler import SamplerOptions
-from tortoise_clvp.spectrogram import latents_to_mel
-from tortoise_clvp.weights.original_diffusion import diffusion_config_from_original_kwargs, load_diffusion_original
+
+from tortoise_clvp.pipeline.diffusion import latents_to_mel
+from tortoise_clvp.pipeline.samplers import SamplerOptions
+from tortoise_clvp.weights.original_diffusion import (
+    diffusion_config_from_original_kwargs,
+    load_diffusion_original,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,18 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import _reference_dir, read_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import _reference_dir, read_json
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.errors import CheckpointError, InputTextError
-from tortoise_clvp.text import BpeTokenizer, basic_cleaners, english_cleaners, split_and_recombine_text
+from tortoise_clvp.frontend.text import (
+    BpeTokenizer,
+    basic_cleaners,
+    english_cleaners,
+    split_and_recombine_text,
+)
 
 # Case lists are read at collection time so each case is its own test; the folder is the one the
 # `reference_dir` fixture uses (CLVP_REFERENCE_DIR or the default beside the repo).

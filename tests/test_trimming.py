@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import read_json, read_tensors
+
 from tortoise_clvp.config import TOKENS
-from tortoise_clvp.trimming import calm_trim_length, fix_speech_decoder_output, speech_lengths
+from tortoise_clvp.pipeline.trimming import (
+    calm_trim_length,
+    fix_speech_decoder_output,
+    speech_lengths,
+)
 
 STOP, CALM = TOKENS.mel_stop, TOKENS.calm
 

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import read_json, read_tensors
 
 from tortoise_clvp.config import VocoderConfig
 from tortoise_clvp.errors import CheckpointError
@@ -32,8 +33,6 @@ from tortoise_clvp.weights.original_vocoder import (
     vocoder_state_from_original,
 )
 from tortoise_clvp.weights.strict import read_torch_checkpoint
-
-from conftest import read_json, read_tensors
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 

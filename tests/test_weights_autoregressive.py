@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import read_json
+
 from tortoise_clvp.config import AutoregressiveConfig
 from tortoise_clvp.errors import CheckpointError
 from tortoise_clvp.models.autoregressive import AutoregressiveModel

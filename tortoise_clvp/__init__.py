@@ -1,13 +1,19 @@
 """tortoise_clvp: a fast, faithful inference engine for the Tortoise text-to-speech pipeline."""
 
 from .api import CandidateResult, Speech, TextToSpeech, generate
-from .conditioning import Conditioning
-from .diffusion_sampler import SamplerOptions
-from .errors import AudioError, CheckpointError, InputTextError, OptionsError, TortoiseClvpError
-from .generate import FAITHFUL_DECODING, DecodingOptions
+from .errors import (
+    AudioError,
+    CheckpointError,
+    InputTextError,
+    OptionsError,
+    TortoiseClvpError,
+)
 from .longform import LongSpeech, SpeechChunk, speak_long, stream_speech
+from .pipeline.conditioning import Conditioning
+from .pipeline.decoding import FAITHFUL_DECODING, DecodingOptions
+from .pipeline.samplers import SamplerOptions
+from .pipeline.sampling import FAITHFUL_SAMPLING, SamplingOptions
 from .presets import PRESETS, GenerationOptions, preset
-from .sampling import FAITHFUL_SAMPLING, SamplingOptions
 from .voices import list_voices, resolve_voice, voice_conditioning
 
 __all__ = [

@@ -17,17 +17,25 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
-from .audio import CONDITIONING_SAMPLE_RATE, load_audio, save_audio
-from .conditioning import Conditioning, autoregressive_conditioning, diffusion_conditioning
 from .config import TOKENS
 from .errors import CheckpointError, InputTextError, OptionsError
-from .generate import DecodingOptions, check_lengths, sample_candidates
-from .mel import OUTPUT_SAMPLE_RATE
+from .frontend.audio import CONDITIONING_SAMPLE_RATE, load_audio, save_audio
+from .frontend.mel import OUTPUT_SAMPLE_RATE
 from .models.packed_linear import pack_linears
+from .pipeline.conditioning import (
+    Conditioning,
+    autoregressive_conditioning,
+    diffusion_conditioning,
+)
+from .pipeline.decoding import DecodingOptions, check_lengths, sample_candidates
+from .pipeline.diffusion import latents_to_mel
+from .pipeline.rerank import RankedCandidates, rank, score_candidates
+from .pipeline.trimming import (
+    calm_trim_length,
+    fix_speech_decoder_output,
+    speech_lengths,
+)
 from .presets import DEFAULT_PRESET, GenerationOptions, preset
-from .rerank import RankedCandidates, rank, score_candidates
-from .spectrogram import latents_to_mel
-from .trimming import calm_trim_length, fix_speech_decoder_output, speech_lengths
 from .weights.download import resolve_models_dir
 from .weights.model_dir import LoadedModels, load_models
 

@@ -100,7 +100,13 @@ class _Progress:
 
     def __enter__(self) -> "_Progress":
         if not self.quiet:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), transient=False)
@@ -200,9 +206,9 @@ def _voice_spec(voice: list[str], voices_dir: list[Path], resolve_voice):
 
 def _speak_to_files(tts, words, conditioning, options, seed, paths, stream, work_dir, split, progress):
     """Long texts go chunk by chunk with finished chunks kept for resuming; returns (paths, seconds, seed)."""
-    from .audio import save_audio
+    from .frontend.audio import save_audio
+    from .frontend.text import split_and_recombine_text
     from .longform import speak_long, stream_speech
-    from .text import split_and_recombine_text
 
     chunks = split_and_recombine_text(words, **split)
     if len(chunks) <= 1 and not stream:
@@ -320,7 +326,7 @@ def candidates(
     device: Device = "cpu",
 ) -> None:
     """Sample speech-token candidates for TEXT and rank them with CLVP (no audio)."""
-    from .generate import DecodingOptions
+    from .pipeline.decoding import DecodingOptions
     from .voices import resolve_voice, voice_latents
 
     with _clear_errors():
@@ -362,7 +368,7 @@ def bench_rerank(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Candidate-reranking run: sample and score candidates for every manifest line, write a report."""
-    from .rerank_bench import run_rerank_benchmark
+    from .bench.rerank_report import run_rerank_benchmark
 
     def numbers(text: str, name: str) -> tuple[int, ...]:
         try:

@@ -68,13 +68,13 @@ from torch import Tensor
 
 from .api import Progress, Speech, TextToSpeech, Voice
 from .atomic import write_bytes_atomic
-from .audio import save_audio
-from .conditioning import Conditioning
 from .errors import CheckpointError, InputTextError, OptionsError, TortoiseClvpError
-from .generate import check_lengths
-from .mel import OUTPUT_SAMPLE_RATE
+from .frontend.audio import save_audio
+from .frontend.mel import OUTPUT_SAMPLE_RATE
+from .frontend.text import split_and_recombine_text
+from .pipeline.conditioning import Conditioning
+from .pipeline.decoding import check_lengths
 from .presets import DEFAULT_PRESET, GenerationOptions, preset
-from .text import split_and_recombine_text
 
 __all__ = [
     "CHUNK_SEED_STRIDE",

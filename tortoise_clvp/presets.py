@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .diffusion_sampler import SamplerOptions
 from .errors import OptionsError
-from .generate import FAITHFUL_DECODING, DecodingOptions
+from .pipeline.decoding import FAITHFUL_DECODING, DecodingOptions
+from .pipeline.samplers import SamplerOptions
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from .atomic import write_bytes_atomic
-from .conditioning import Conditioning
 from .errors import AudioError, TortoiseClvpError
+from .pipeline.conditioning import Conditioning
 
 if TYPE_CHECKING:  # api imports heavy pipeline modules; voices only needs the type
     from .api import TextToSpeech

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import CheckpointError, describe
-from ..text import TOKENIZER_FILENAME
+from ..frontend.text import TOKENIZER_FILENAME
 from . import hf_clvp, native
 from .original_diffusion import DIFFUSION_CHECKPOINT
 from .original_vocoder import VOCODER_CHECKPOINT

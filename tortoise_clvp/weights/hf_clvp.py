@@ -31,8 +31,8 @@ from ..models.clvp import ClvpModel
 from .strict import check_state_dict, read_torch_checkpoint, shape_of
 from .tortoise_pth import (
     StateSource,
-    _load_into_meta_model,
     _check_rotary_buffer,
+    _load_into_meta_model,
     guess_checkpoint_kind,
 )
 

@@ -24,15 +24,26 @@ import torch
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
 from ..errors import CheckpointError, describe
+from ..frontend.text import TOKENIZER_FILENAME
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.vocoder import UnivNetVocoder
-from ..text import TOKENIZER_FILENAME
 from . import hf_clvp, native
-from .hf_autoregressive import autoregressive_config_from_hf, autoregressive_state_from_hf
-from .original_diffusion import DIFFUSION_CHECKPOINT, diffusion_config_from_state, diffusion_state_from_original
-from .original_vocoder import VOCODER_CHECKPOINT, vocoder_config_from_state, vocoder_state_from_original
+from .hf_autoregressive import (
+    autoregressive_config_from_hf,
+    autoregressive_state_from_hf,
+)
+from .original_diffusion import (
+    DIFFUSION_CHECKPOINT,
+    diffusion_config_from_state,
+    diffusion_state_from_original,
+)
+from .original_vocoder import (
+    VOCODER_CHECKPOINT,
+    vocoder_config_from_state,
+    vocoder_state_from_original,
+)
 from .strict import check_state_dict, read_torch_checkpoint
 from .tortoise_pth import (
     AUTOREGRESSIVE_CHECKPOINT,
@@ -442,8 +453,8 @@ def describe_model_dir(path: str | Path) -> ModelDirInfo:
 
 
 def _check_data_files(path: Path, problems: list[str]) -> dict[str, bool]:
-    from ..mel import load_mel_norms
-    from ..text import BpeTokenizer
+    from ..frontend.mel import load_mel_norms
+    from ..frontend.text import BpeTokenizer
 
     ok = {}
     for name, reader in ((TOKENIZER_FILENAME, BpeTokenizer), (MEL_NORMS_FILE, load_mel_norms)):

@@ -22,12 +22,12 @@ import torch
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
 from ..errors import CheckpointError, OptionsError, describe
-from ..mel import load_mel_norms
+from ..frontend.mel import load_mel_norms
+from ..frontend.text import TOKENIZER_FILENAME, BpeTokenizer
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.vocoder import UnivNetVocoder
-from ..text import TOKENIZER_FILENAME, BpeTokenizer
 from . import hf_clvp, native, tortoise_pth
 from .hf_autoregressive import load_autoregressive_hf
 from .original_diffusion import DIFFUSION_CHECKPOINT, load_diffusion_original

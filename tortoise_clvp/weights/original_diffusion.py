@@ -23,7 +23,13 @@ from ..models.diffusion import (
     DiffusionModel,
 )
 from .strict import check_state_dict, shape_of
-from .tortoise_pth import StateSource, _deinterleave_heads, _load_into_meta_model, _read_state, _wrong_slot
+from .tortoise_pth import (
+    StateSource,
+    _deinterleave_heads,
+    _load_into_meta_model,
+    _read_state,
+    _wrong_slot,
+)
 
 DIFFUSION_CHECKPOINT = "diffusion_decoder.pth"
 # Constructor arguments of DiffusionTts that only matter for training (or pick autocast, a runtime choice).

@@ -26,7 +26,13 @@ from ..config import VocoderConfig
 from ..errors import CheckpointError
 from ..models.vocoder import KPNET_RESIDUAL_BLOCKS, UnivNetVocoder
 from .strict import check_state_dict, shape_of
-from .tortoise_pth import StateSource, _load_into_meta_model, _read_state, _require_tensors, _wrong_slot
+from .tortoise_pth import (
+    StateSource,
+    _load_into_meta_model,
+    _read_state,
+    _require_tensors,
+    _wrong_slot,
+)
 
 VOCODER_CHECKPOINT = "vocoder.pth"
 GENERATOR_ENTRY = "model_g"  # vocoder.pth wraps the generator's state dict in {'model_g': ...}

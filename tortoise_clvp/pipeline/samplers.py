@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import OptionsError
+from ..errors import OptionsError
 
 TRAINED_DIFFUSION_STEPS = 4000  # the released diffusion decoder was trained with this many steps
 LINEAR_SCHEDULE_REFERENCE_STEPS = 1000  # Ho et al.'s linear schedule is defined for 1000 steps

@@ -8,8 +8,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import OptionsError
-from .models.clvp import ClvpModel
+from ..errors import OptionsError
+from ..models.clvp import ClvpModel
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torchaudio.functional as AF
 
 from tortoise_clvp.atomic import atomic_write
 from tortoise_clvp.errors import AudioError
-from tortoise_clvp.mel import (
+from tortoise_clvp.frontend.mel import (
     CONDITIONING_SAMPLE_RATE,
     OUTPUT_SAMPLE_RATE,
     conditioning_mel,
@@ -218,7 +218,7 @@ def format_conditioning(
 ) -> torch.Tensor:
     """The AR / CLVP conditioning input of one 22.05 kHz clip: (1, 80, 517) normalised log-mel of 6 s of it.
 
-    wav: (N,) or (1, N) from :func:`load_audio`; mel_norms from :func:`tortoise_clvp.mel.load_mel_norms`;
+    wav: (N,) or (1, N) from :func:`load_audio`; mel_norms from :func:`tortoise_clvp.frontend.mel.load_mel_norms`;
     rng: see :func:`conditioning_crop_start`. The mel is on the clip's device.
     """
     clip = crop_conditioning(_one_mono_clip(wav, "format_conditioning"), rng)

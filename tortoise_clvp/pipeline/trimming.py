@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .config import TOKENS
+from ..config import TOKENS
 
 
 def fix_speech_decoder_output(codes: Tensor) -> Tensor:

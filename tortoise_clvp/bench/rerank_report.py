@@ -60,16 +60,16 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from .atomic import write_bytes_atomic
-from .audio import CONDITIONING_SAMPLE_RATE, load_audio
-from .conditioning import Conditioning, autoregressive_conditioning
-from .errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
-from .generate import DecodingOptions, check_lengths
-from .sampling import SamplingOptions
+from ..atomic import write_bytes_atomic
+from ..errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
+from ..frontend.audio import CONDITIONING_SAMPLE_RATE, load_audio
+from ..pipeline.conditioning import Conditioning, autoregressive_conditioning
+from ..pipeline.decoding import DecodingOptions, check_lengths
+from ..pipeline.sampling import SamplingOptions
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-SCHEMA = "tortoise_clvp.rerank_bench/1"
+SCHEMA = "tortoise_clvp.bench.rerank_report/1"
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
 PLOTS_SKIPPED = "skipped: matplotlib not installed (pip install 'tortoise-clvp[bench]')"
@@ -713,7 +713,9 @@ def render_markdown(data: Mapping[str, Any]) -> str:
 def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
     """scores.png, retrieval.png, stability.png; None when matplotlib is not installed."""
     try:
-        from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+        from matplotlib.figure import (
+            Figure,  # the object API: no pyplot, no global backend switch
+        )
     except ImportError:
         return None
 

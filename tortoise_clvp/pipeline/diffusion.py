@@ -7,9 +7,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .diffusion_sampler import SamplerOptions, sample, stacked_denoiser
-from .mel import UNIVNET_N_MELS, denormalize_tacotron_mel
-from .models.diffusion import DiffusionModel, output_frames
+from ..frontend.mel import UNIVNET_N_MELS, denormalize_tacotron_mel
+from ..models.diffusion import DiffusionModel, output_frames
+from .samplers import SamplerOptions, sample, stacked_denoiser
 
 
 @torch.inference_mode()

@@ -13,9 +13,9 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from .config import TOKENS
-from .errors import InputTextError, OptionsError
-from .models.autoregressive import AutoregressiveModel
+from ..config import TOKENS
+from ..errors import InputTextError, OptionsError
+from ..models.autoregressive import AutoregressiveModel
 from .sampling import FAITHFUL_SAMPLING, SamplingOptions, initial_seen, next_tokens
 
 MelPositions = Literal["contiguous", "kv_cache_quirk"]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .config import TOKENS
-from .errors import OptionsError
+from ..config import TOKENS
+from ..errors import OptionsError
 
 FAKE_PROMPT_ID = 1  # the original feeds transformers' generate() a prompt of 1s, which the penalty then counts as seen
 

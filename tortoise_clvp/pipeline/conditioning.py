@@ -9,11 +9,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .audio import CONDITIONING_SAMPLE_RATE, diffusion_conditioning_mel, format_conditioning
-from .errors import AudioError
-from .models.autoregressive import AutoregressiveModel
-from .models.diffusion import DiffusionModel
-
+from ..errors import AudioError
+from ..frontend.audio import (
+    CONDITIONING_SAMPLE_RATE,
+    diffusion_conditioning_mel,
+    format_conditioning,
+)
+from ..models.autoregressive import AutoregressiveModel
+from ..models.diffusion import DiffusionModel
 
 MIN_CLIP_SECONDS = 1.0  # shorter clips carry too little voice to condition on (the original zero-pads anything)
 

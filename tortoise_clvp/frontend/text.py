@@ -17,8 +17,8 @@ import inflect
 from tokenizers import Tokenizer
 from unidecode import unidecode
 
-from .config import TOKENS
-from .errors import CheckpointError, InputTextError, describe
+from ..config import TOKENS
+from ..errors import CheckpointError, InputTextError, describe
 
 __all__ = ["TOKENIZER_FILENAME", "BpeTokenizer", "basic_cleaners", "english_cleaners", "split_and_recombine_text"]
 
