@@ -1,0 +1,1 @@
+"""Training our own small Tortoise: corpus, tokenizers, speech codes, decoder, CLVP, diffusion, vocoder, export."""
