@@ -8,6 +8,7 @@ Stage functions take the whole `RecipeConfig` and read their own part.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
@@ -19,6 +20,9 @@ CLVP_DIR = "clvp"
 DIFFUSION_DIR = "diffusion"
 VOCODER_DIR = "vocoder"
 EXPORT_DIR = "export"
+
+# A stage reports to the caller (the CLI draws it): (what, done, total, metrics such as loss or items/s).
+TrainProgress = Callable[[str, int, int, dict[str, float]], None]
 
 # Splits written into metadata.jsonl
 TRAIN_SPLIT = "train"  # training voices, training sentences
