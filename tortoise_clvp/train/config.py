@@ -8,7 +8,8 @@ Stage functions take the whole `RecipeConfig` and read their own part.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Optional
 
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
@@ -30,11 +31,94 @@ VALID_SPLIT = "valid"  # training voices, held-out sentences (never trained on)
 UNSEEN_VOICE_SPLIT = "unseen_voice"  # held-out voices (cloning tests), held-out sentences
 
 
+# Voice roles written into voices.json
+TRAIN_ROLE = "train"  # speaks training sentences (train split) and held-out sentences (valid split)
+UNSEEN_ROLE = "unseen"  # never trained on: speaks held-out sentences only (unseen_voice split), for cloning tests
+PIPER_ENGINE = "piper"
+ESPEAK_ENGINE = "espeak-ng"
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """One synthetic voice of the corpus: an engine, its settings, and an optional pitch/formant shift.
+
+    Piper settings: length_scale (0.8-1.2, < 1 is faster), noise_scale (0.3-0.8, voice-quality variation),
+    noise_w_scale (0.4-1.0, duration variation). espeak-ng settings: espeak_voice (a language plus a variant, e.g.
+    "en-us+m3"), pitch (0-99) and speed (words per minute, 120-200). pitch_cents shifts pitch and formants together
+    (sox `pitch`, -700..700), which makes a different-sounding speaker of the same engine. weight: how often the
+    voice is drawn relative to the others of its role.
+    """
+
+    name: str
+    engine: str  # PIPER_ENGINE or ESPEAK_ENGINE
+    role: str = TRAIN_ROLE
+    weight: float = 1.0
+    length_scale: float = 1.0
+    noise_scale: float = 0.667
+    noise_w_scale: float = 0.8
+    espeak_voice: str = "en-us"
+    pitch: int = 50
+    speed: int = 165
+    pitch_cents: int = 0
+
+
+def _piper(name: str, role: str = TRAIN_ROLE, **settings: float) -> VoiceSpec:
+    return VoiceSpec(name, PIPER_ENGINE, role, **settings)
+
+
+def _espeak(name: str, voice: str, pitch: int, speed: int, role: str = TRAIN_ROLE, **settings: float) -> VoiceSpec:
+    return VoiceSpec(name, ESPEAK_ENGINE, role, espeak_voice=voice, pitch=pitch, speed=speed, **settings)
+
+
+# Piper (en_US-joe-medium, CC0 data) renders ~12x faster than real time on 2 cores, espeak-ng ~100x: Piper voices
+# weigh 1.5 so they speak about half of the training audio while the full corpus renders in about half an hour.
+FULL_VOICES = (
+    _piper("piper_joe", weight=1.5),
+    _piper("piper_joe_brisk", weight=1.5, length_scale=0.85, noise_scale=0.5, noise_w_scale=0.6, pitch_cents=150),
+    _piper("piper_joe_low", weight=1.5, length_scale=1.1, noise_scale=0.7, noise_w_scale=0.9, pitch_cents=-350),
+    _piper("piper_joe_high", weight=1.5, length_scale=0.95, pitch_cents=450),
+    _espeak("espeak_us_m3", "en-us+m3", pitch=45, speed=160),
+    _espeak("espeak_gb_f3", "en-gb+f3", pitch=55, speed=155),
+    _espeak("espeak_us_f2", "en-us+f2", pitch=60, speed=170),
+    _espeak("espeak_scot_m1", "en-gb-scotland+m1", pitch=40, speed=150),
+    _espeak("espeak_rp_m7", "en-gb-x-rp+m7", pitch=35, speed=145),
+    _piper("piper_joe_deep", UNSEEN_ROLE, length_scale=1.05, noise_scale=0.6, pitch_cents=-600),
+    _espeak("espeak_us_f4", "en-us+f4", pitch=70, speed=160, role=UNSEEN_ROLE),
+    _espeak("espeak_lanc_m5", "en-gb-x-gbclan+m5", pitch=45, speed=175, role=UNSEEN_ROLE),
+)
+SMOKE_VOICES = (
+    _piper("piper_joe"),
+    _espeak("espeak_us_m3", "en-us+m3", pitch=45, speed=160),
+    _espeak("espeak_us_f4", "en-us+f4", pitch=70, speed=160, role=UNSEEN_ROLE),
+)
+
+
 @dataclass(frozen=True)
 class CorpusConfig:
-    """How many sentences, which voices, and the split."""
+    """How many sentences, which voices, and the split.
 
-    seed: int = 1234
+    Sentences come from WordNet 3.0's example phrases and our own everyday-sentence generator (numbers, dates,
+    money, abbreviations), mixed, deduplicated and split before any is rendered. Every training sentence is spoken
+    by 1 or 2 training voices (2 with probability second_voice_rate); every held-out (valid) sentence by one
+    training voice; every unseen-voice sentence by every unseen voice. With data_dir set, the corpus is read from
+    an LJSpeech-style folder instead (metadata.csv + wavs/), valid_fraction of it held out.
+    """
+
+    train_sentences: int = 8000
+    valid_sentences: int = 400
+    unseen_sentences: int = 200
+    everyday_share: float = 0.2  # of all sentences, generated everyday ones (the rest from WordNet)
+    min_words: int = 3
+    max_words: int = 20
+    second_voice_rate: float = 0.4
+    voices: tuple[VoiceSpec, ...] = FULL_VOICES
+    wordnet_dir: Path = Path("/usr/share/wordnet")  # Debian's wordnet-base (data.noun, data.verb, ...)
+    workers: int = 2  # rendering processes, one thread each
+    chunk_size: int = 40  # utterances per unit of work (and of resuming)
+    data_dir: Optional[Path] = None  # an LJSpeech-style folder of the user's own recordings
+    valid_fraction: float = 0.05
+    min_clip_seconds: float = 0.3
+    max_clip_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +126,7 @@ class TokenizerConfig:
     """The text BPE and the mel normalisation statistics."""
 
     vocab_size: int = 255
+    mel_norm_clips: int = 2000  # training clips (at most) the per-band mel means are averaged over
 
 
 @dataclass(frozen=True)
@@ -49,6 +134,7 @@ class RecipeConfig:
     """The whole recipe, stage by stage."""
 
     seed: int = 1234
+    init_dir: Optional[Path] = None  # a native model folder the model stages fine-tune from (None: from scratch)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
@@ -56,4 +142,7 @@ class RecipeConfig:
     def smoke(cls) -> "RecipeConfig":
         """Every stage at toy scale: proves the recipe end to end in about two minutes on 2 cores."""
         full = cls()
-        return replace(full, corpus=replace(full.corpus), tokenizer=replace(full.tokenizer))
+        corpus = replace(
+            full.corpus, train_sentences=16, valid_sentences=4, unseen_sentences=4, voices=SMOKE_VOICES, workers=1
+        )
+        return replace(full, corpus=corpus, tokenizer=replace(full.tokenizer))
