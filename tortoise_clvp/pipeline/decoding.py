@@ -99,10 +99,12 @@ def sample_batch(
     rows: int,
     options: DecodingOptions,
     generator: torch.Generator | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Sample `rows` candidates for one prompt (1, P, C) -> codes (rows, n) with n <= max_new_tokens.
 
     Rows that stopped are padded with the stop token; the loop ends once every row has stopped.
+    `on_step(tokens, finished)` after every step: tokens decoded per row so far, rows that have stopped.
     """
     device = prompt.device
     start = model.embed_mel(torch.full((1, 1), TOKENS.mel_start, device=device), torch.zeros(1, dtype=torch.long, device=device))
@@ -123,6 +125,8 @@ def sample_batch(
         codes[:, step] = tokens
         seen[row_index, tokens] = True
         finished |= tokens == TOKENS.mel_stop
+        if on_step is not None:
+            on_step(step + 1, int(finished.sum()))
         if step + 1 == options.max_new_tokens or bool(finished.all()):
             return codes[:, : step + 1]
         logits = model.decode_step(tokens, step + position_offset, prefix_len + step)
@@ -136,12 +140,17 @@ def sample_candidates(
     options: DecodingOptions,
     generator: torch.Generator | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """All candidates for one text: conditioning latent (C,) or (1, C), text ids (T,) -> codes (N, max_new_tokens).
 
     `text_ids` are the tokenizer's ids plus the one stop id that Tortoise appends (quirk 2); the decoder's own
     start/stop text tokens are added here. Every row is padded with the stop token to `max_new_tokens`
     (quirk 10), which is what CLVP scores. `on_batch(done, total)` reports progress.
+
+    `on_step(tokens, finished)` after every decoding step, summed over the batches: tokens decoded per row (out of
+    len(batches) * max_new_tokens; a batch whose rows all stopped early counts in full once it ends) and
+    candidates finished (stopped, or at the end of their batch).
     """
     check_lengths(model, text_ids, options)
     text = model.wrap_text(text_ids.reshape(1, -1).to(model.device))
@@ -151,8 +160,14 @@ def sample_candidates(
     results = []
     try:
         for index, rows in enumerate(batches):
-            codes = sample_batch(model, prompt, rows, options, generator)
+            tokens_before, finished_before = index * options.max_new_tokens, sum(batches[:index])
+            step_hook = None if on_step is None else (
+                lambda tokens, finished: on_step(tokens_before + tokens, finished_before + finished)
+            )
+            codes = sample_batch(model, prompt, rows, options, generator, step_hook)
             results.append(torch.nn.functional.pad(codes, (0, options.max_new_tokens - codes.shape[1]), value=TOKENS.mel_stop))
+            if on_step is not None:
+                on_step(tokens_before + options.max_new_tokens, finished_before + rows)
             if on_batch is not None:
                 on_batch(index + 1, len(batches))
     finally:
