@@ -110,7 +110,7 @@ class CorpusConfig:
     everyday_share: float = 0.2  # of all sentences, generated everyday ones (the rest from WordNet)
     min_words: int = 3
     max_words: int = 20
-    second_voice_rate: float = 0.4
+    second_voice_rate: float = 0.5
     voices: tuple[VoiceSpec, ...] = FULL_VOICES
     wordnet_dir: Path = Path("/usr/share/wordnet")  # Debian's wordnet-base (data.noun, data.verb, ...)
     workers: int = 2  # rendering processes, one thread each
