@@ -385,3 +385,78 @@ def bench_rerank(
             report = run_rerank_benchmark(tts, manifest, out, candidates=grid, seeds=seed_list, progress=progress)
     typer.echo(report.markdown)
     typer.echo(f"wrote {report.json_path} and {report.markdown_path}")
+
+
+# Training (tortoise_clvp/train): one command, the stage as its first argument ------------------------------------
+from .train.recipe import ALL as _ALL_STAGES, STAGE_NAMES as _TRAIN_STAGES  # noqa: E402  (no torch: names only)
+
+
+class _TrainBars:
+    """One rich progress bar per thing a training stage reports, with its latest metrics (loss, hours, ...).
+
+    Into a log file (not a terminal) it writes a plain line per thing instead, at most every LOG_EVERY_S seconds.
+    """
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"))
+        self.tasks: dict[str, int] = {}
+        self.logged: dict[str, float] = {}
+
+    def __call__(self, what: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+        if not self.bar.console.is_terminal:
+            now = time.monotonic()
+            if done >= total or now - self.logged.get(what, -self.LOG_EVERY_S) >= self.LOG_EVERY_S:
+                self.logged[what] = now
+                self.bar.console.print(f"{time.strftime('%H:%M:%S')} {what} {done}/{total} {shown}", highlight=False)
+            return
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(what, total=total or None, metrics=shown)
+        self.bar.update(self.tasks[what], completed=done, total=total or None, metrics=shown)
+
+
+@app.command(help=f"Train our own small Tortoise, stage by stage. STAGE: {', '.join(_TRAIN_STAGES)} or {_ALL_STAGES} "
+             "(in that order). Every stage resumes when run again.")
+def train(
+    stage: Annotated[str, typer.Argument(help=f"{', '.join(_TRAIN_STAGES)} or {_ALL_STAGES}.")],
+    work_dir: Annotated[Path, typer.Argument(help="Work folder: every stage reads and writes here.")],
+    smoke: Annotated[bool, typer.Option("--smoke", help="Toy scale: every stage in seconds, to prove the recipe.")] = False,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Your own recordings instead of synthetic voices: a folder with metadata.csv (id|text) and wavs/.")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune from this native model folder instead of training from scratch.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the whole recipe (default: the recipe's).")] = None,
+) -> None:
+    from .train.config import RecipeConfig
+    from .train.recipe import get_stage, run_all, run_stage
+
+    if stage != _ALL_STAGES and stage not in _TRAIN_STAGES:
+        _fail(f"unknown stage {stage!r}; choose one of {', '.join(_TRAIN_STAGES)} or {_ALL_STAGES}")
+    for option, folder in (("--data", data), ("--init", init)):
+        if folder is not None and not folder.is_dir():
+            _fail(f"{option} {folder} is not a folder")
+    config = RecipeConfig.smoke() if smoke else RecipeConfig()
+    config = replace(config, seed=config.seed if seed is None else seed, init_dir=init)
+    if data is not None:
+        config = replace(config, corpus=replace(config.corpus, data_dir=data.resolve()))
+
+    def announce(step, skipped: Optional[str]) -> None:
+        bars.bar.console.print(f"[yellow]{step.name}: skipped, {skipped}[/]" if skipped else f"[bold]{step.name}[/]: {step.summary}")
+
+    with _clear_errors():
+        bars = _TrainBars()
+        with bars.bar:
+            if stage == _ALL_STAGES:
+                run_all(work_dir, config, bars, announce)
+            else:
+                get_stage(stage).load()  # a stage that cannot run says so before anything is shown
+                announce(get_stage(stage), None)
+                run_stage(stage, work_dir, config, bars)
+    rejected = work_dir / "corpus" / "rejected.jsonl"
+    if stage in ("corpus", _ALL_STAGES) and rejected.is_file() and rejected.stat().st_size:
+        count = len(rejected.read_text(encoding="utf-8").splitlines())
+        typer.secho(f"{count} item(s) of {data} were skipped; why, item by item: {rejected}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"done: {stage} in {work_dir}")
