@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..config import DiffusionConfig, VocoderConfig
+
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
 METADATA_FILE = "metadata.jsonl"
@@ -130,6 +132,66 @@ class TokenizerConfig:
 
 
 @dataclass(frozen=True)
+class LoopConfig:
+    """How a model trains: its steps, the AdamW optimiser and learning-rate schedule, when it evaluates and saves.
+
+    The learning rate rises linearly over warmup_steps, then follows a cosine down to final_lr_fraction of itself
+    at the last step. Every eval_every steps the held-out metrics are computed and the best weights kept; patience
+    evaluations without improvement stop the run early (0: never). A checkpoint is written every checkpoint_every
+    steps (and after every evaluation). ema_decay > 0 keeps an exponential moving average of the weights (warmed
+    up as min(ema_decay, (1 + step) / (10 + step))), which is what is evaluated and exported.
+    """
+
+    steps: int
+    learning_rate: float
+    warmup_steps: int = 200
+    final_lr_fraction: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # the gradient's global norm is clipped to this
+    eval_every: int = 500
+    checkpoint_every: int = 100
+    patience: int = 0
+    ema_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class VocoderTrainConfig:
+    """The UnivNet vocoder (a small `VocoderConfig`) trained on random segments of the corpus's 24 kHz audio with
+    the multi-resolution STFT loss plus mel_loss_weight times the mel L1 loss (no discriminator)."""
+
+    model: VocoderConfig = field(default_factory=lambda: VocoderConfig(channel_size=16, kpnet_hidden_channels=32))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=6000, learning_rate=5e-4))
+    batch_size: int = 8
+    segment_frames: int = 32  # mel frames per training segment (x 256 samples: 0.34 s)
+    mel_loss_weight: float = 1.0
+    valid_clips: int = 24  # held-out clips vocoded whole at every evaluation
+
+
+@dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """The diffusion decoder (a small `DiffusionConfig`; its latent width and code rows are taken from the trained
+    decoder) trained on teacher-forced decoder latents, another clip of the same voice, and the 24 kHz mel.
+
+    Each item is a random window of at most max_codes speech codes (and the mel frames they make); the conditioning
+    is dropped (the learned unconditioned embedding instead) for unconditioned_rate of the items, so
+    conditioning-free guidance works. vb_weight weighs the variational-bound term that trains the learned variance.
+    """
+
+    model: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4))
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=20000, learning_rate=2e-4, weight_decay=0.01, ema_decay=0.999)
+    )
+    batch_size: int = 8
+    max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
+    unconditioned_rate: float = 0.15
+    vb_weight: float = 1.0
+    valid_items: int = 24  # held-out utterances scored at every evaluation
+    sampled_items: int = 4  # ... of which this many are also sampled (DPM-Solver++, sample_steps) and compared
+    sample_steps: int = 20
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     """The whole recipe, stage by stage."""
 
@@ -137,6 +199,8 @@ class RecipeConfig:
     init_dir: Optional[Path] = None  # a native model folder the model stages fine-tune from (None: from scratch)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    diffusion: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
+    vocoder: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
 
     @classmethod
     def smoke(cls) -> "RecipeConfig":
@@ -145,4 +209,23 @@ class RecipeConfig:
         corpus = replace(
             full.corpus, train_sentences=16, valid_sentences=4, unseen_sentences=4, voices=SMOKE_VOICES, workers=1
         )
-        return replace(full, corpus=corpus, tokenizer=replace(full.tokenizer))
+        smoke_loop = LoopConfig(steps=3, learning_rate=1e-3, warmup_steps=1, eval_every=3, checkpoint_every=2)
+        diffusion = replace(
+            full.diffusion,
+            model=DiffusionConfig(model_channels=32, num_layers=1, num_heads=2),
+            loop=replace(smoke_loop, ema_decay=0.9),
+            batch_size=2,
+            max_codes=16,
+            valid_items=2,
+            sampled_items=1,
+            sample_steps=2,
+        )
+        vocoder = replace(
+            full.vocoder,
+            model=VocoderConfig(noise_dim=8, channel_size=4, dilations=(1,), kpnet_hidden_channels=8),
+            loop=smoke_loop,
+            batch_size=2,
+            segment_frames=8,
+            valid_clips=2,
+        )
+        return replace(full, corpus=corpus, tokenizer=replace(full.tokenizer), diffusion=diffusion, vocoder=vocoder)
