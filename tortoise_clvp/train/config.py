@@ -207,7 +207,8 @@ class RecipeConfig:
         """Every stage at toy scale: proves the recipe end to end in about two minutes on 2 cores."""
         full = cls()
         corpus = replace(
-            full.corpus, train_sentences=16, valid_sentences=4, unseen_sentences=4, voices=SMOKE_VOICES, workers=1
+            full.corpus, train_sentences=16, valid_sentences=4, unseen_sentences=4, everyday_share=1.0,
+            voices=SMOKE_VOICES, workers=1,
         )
         smoke_loop = LoopConfig(steps=3, learning_rate=1e-3, warmup_steps=1, eval_every=3, checkpoint_every=2)
         diffusion = replace(

@@ -132,7 +132,7 @@ def render_chunk(chunk: list[PlannedUtterance], seed: int, folder: Path) -> list
 
 
 # The stage ----------------------------------------------------------------------------------------------------------
-def _settings(config: CorpusConfig, seed: int) -> dict:
+def corpus_settings(config: CorpusConfig, seed: int) -> dict:
     """What decides the corpus's content (not how many workers render it)."""
     settings = asdict(config)
     settings.pop("workers")
@@ -180,7 +180,7 @@ def run_corpus(work_dir: Path, config: RecipeConfig, progress: TrainProgress) ->
         return
     corpus = config.corpus
     folder = corpus_dir(work_dir)
-    claim_folder(folder, _settings(corpus, config.seed))
+    claim_folder(folder, corpus_settings(corpus, config.seed))
     write_bytes_atomic(folder / VOICES_FILE, json.dumps(_describe_voices(corpus), indent=1).encode("utf-8"))
     for sub in wav_paths("x"):
         (folder / sub).parent.mkdir(exist_ok=True)

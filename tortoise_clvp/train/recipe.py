@@ -29,18 +29,20 @@ class Stage:
     name: str
     summary: str
     module: str  # under tortoise_clvp.train
-    planned_in: Optional[str] = None  # set for stages another piece of work will add; None for this part's stages
+    planned_in: Optional[str] = None  # the later work that adds this stage; `all` skips it until it exists
 
     def load(self) -> Callable[[Path, RecipeConfig, TrainProgress], None]:
         """The stage's function, or StageUnavailableError saying why it cannot run yet."""
-        if self.planned_in is not None:
-            raise StageUnavailableError(f"stage {self.name!r} belongs to {self.planned_in} and is not implemented yet")
         qualified = f"{__package__}.{self.module}"
         try:
             module = importlib.import_module(qualified)
         except ModuleNotFoundError as error:
             if error.name != qualified:
                 raise
+            if self.planned_in is not None:
+                raise StageUnavailableError(
+                    f"stage {self.name!r} belongs to {self.planned_in} and is not implemented yet"
+                ) from None
             raise StageUnavailableError(
                 f"stage {self.name!r} is not built yet ({qualified} does not exist in this version)"
             ) from None

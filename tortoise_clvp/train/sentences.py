@@ -260,7 +260,7 @@ def split_sentences(
     pool: dict[str, str] = {}
     for sentence in everyday_sentences(rng, n_everyday):
         pool.setdefault(_key(sentence), sentence)
-    phrases = wordnet_phrases(wordnet_dir, min_words, max_words)
+    phrases = wordnet_phrases(wordnet_dir, min_words, max_words) if len(pool) < total else []
     rng.shuffle(phrases)
     for sentence in phrases:
         if len(pool) >= total:

@@ -1,4 +1,5 @@
-"""The text tokenizer: a byte-pair vocabulary trained on cleaned text, with Tortoise's conventions.
+"""The text tokenizer: a byte-pair vocabulary trained on cleaned text, with Tortoise's conventions; and the
+tokenizer stage, which writes it and the conditioning mel norms into WORK_DIR/tokenizer.
 
 The result loads unchanged through `frontend.text.BpeTokenizer`: ids 0-2 are `[STOP]`, `[UNK]`, `[SPACE]`,
 then the characters the English cleaners can produce, then the learned merges, at most 255 ids in all (id 255 is
@@ -14,6 +15,7 @@ from typing import Iterable
 from ..atomic import write_bytes_atomic
 from ..config import TOKENS, AutoregressiveConfig
 from ..frontend.text import TOKENIZER_FILENAME, english_cleaners
+from .config import TOKENIZER_DIR, TRAIN_SPLIT, RecipeConfig, TrainProgress
 
 SPECIAL_TOKENS = ("[STOP]", "[UNK]", "[SPACE]")  # in id order: TOKENS.text_stop, unknown, TOKENS.space
 # every character english_cleaners can leave: letters, and the punctuation Tortoise's vocabulary spells out
@@ -50,3 +52,33 @@ def train_tokenizer(texts: Iterable[str], destination: str | os.PathLike[str], v
         path = path / TOKENIZER_FILENAME
     write_bytes_atomic(path, tokenizer.to_str(pretty=True).encode("utf-8"))
     return path
+
+
+STAGE = "tokenizer"
+
+
+def run_tokenizer(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> None:
+    """Write WORK_DIR/tokenizer/tokenizer.json (BPE of the training sentences) and mel_norms.pth (from training
+    audio). Each file is skipped when it exists: rerunning after an interruption finishes the other."""
+    import random
+
+    from ..weights.model_dir import MEL_NORMS_FILE
+    from .mel_norms import compute_mel_norms, save_mel_norms
+    from .metadata import corpus_dir, read_metadata
+
+    train = [u for u in read_metadata(work_dir) if u.split == TRAIN_SPLIT]
+    if not train:
+        raise ValueError(f"the corpus in {corpus_dir(work_dir)} has no training utterances; rerun the corpus stage")
+    folder = Path(work_dir) / TOKENIZER_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / TOKENIZER_FILENAME).is_file():
+        progress(STAGE, 0, 1, {"sentences": len({u.text for u in train})})
+        train_tokenizer(sorted({u.text for u in train}), folder / TOKENIZER_FILENAME, config.tokenizer.vocab_size)
+    progress(STAGE, 1, 1, {})
+    if (folder / MEL_NORMS_FILE).is_file():
+        return
+    clips = sorted(train, key=lambda u: u.id)
+    clips = random.Random(f"{config.seed}-mel-norms").sample(clips, min(len(clips), config.tokenizer.mel_norm_clips))
+    paths = [corpus_dir(work_dir) / u.wav_22k for u in clips]
+    norms = compute_mel_norms(paths, lambda done: progress("mel norms", done, len(paths), {}))
+    save_mel_norms(folder / MEL_NORMS_FILE, norms)
