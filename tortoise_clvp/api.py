@@ -202,7 +202,8 @@ class TextToSpeech:
         timings["sampling"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        fixed = fix_speech_decoder_output(raw).cpu()
+        tokens = models.autoregressive.config.tokens
+        fixed = fix_speech_decoder_output(raw, tokens).cpu()
         ranked = rank(fixed, score_candidates(models.clvp, text_ids, fixed, clvp_batch_size, report("reranking")))
         best = ranked.best(k)
         timings["reranking"] = time.perf_counter() - start
@@ -210,7 +211,7 @@ class TextToSpeech:
         start = time.perf_counter()
         latents = self._latents(conditioning, text_ids, fixed[best])
         timings["latents"] = time.perf_counter() - start
-        return CandidateResult(text_ids, raw.cpu(), speech_lengths(raw).cpu(), ranked, best, latents, seed, timings)
+        return CandidateResult(text_ids, raw.cpu(), speech_lengths(raw, tokens).cpu(), ranked, best, latents, seed, timings)
 
     @torch.inference_mode()
     def _latents(self, conditioning: Conditioning, text_ids: Tensor, codes: Tensor) -> list[Tensor]:
@@ -219,7 +220,7 @@ class TextToSpeech:
         k = codes.shape[0]
         cond = conditioning.autoregressive.to(model.device, model.dtype).expand(k, -1)
         latents = model.speech_latents(cond, text_ids.to(model.device).expand(k, -1), codes.to(model.device))
-        return [latents[i, : calm_trim_length(codes[i])].float().cpu() for i in range(k)]
+        return [latents[i, : calm_trim_length(codes[i], model.config.tokens)].float().cpu() for i in range(k)]
 
 
     def generate(

@@ -12,19 +12,28 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class TokenIds:
-    """Special ids shared by the text front end, the decoder, CLVP and trimming."""
+    """Special ids shared by the text front end, the decoder, CLVP and trimming.
+
+    The text ids are the tokenizer's conventions, the same for every model. The speech ids belong to a decoder and
+    its codebook: `AutoregressiveConfig.tokens` gives each model's own; `TOKENS` holds the released model's.
+    """
 
     text_start: int = 255
     text_stop: int = 0  # also the text padding id; tts() appends one before the AR adds its own
     space: int = 2  # '[SPACE]' in the BPE vocabulary
-    mel_start: int = 8192
-    mel_stop: int = 8193  # also the padding id of finished candidates
-    calm: int = 83  # what fix_speech_decoder_output writes after the stop token
-    fix_tail: tuple[int, int, int] = (45, 45, 248)  # the original overwrites each row's last three codes with these
+    mel_start: int = 8192  # the decoder's last two code rows: start (number_mel_codes - 2) ...
+    mel_stop: int = 8193  # ... and stop (number_mel_codes - 1), also the padding id of finished candidates
+    calm: int = 83  # the code of silence: what fix_speech_decoder_output writes after the stop token
+    fix_tail: tuple[int, ...] = (45, 45, 248)  # the original overwrites each row's last three codes with these
     calm_run_to_trim: int = 9  # latents are cut at the 9th consecutive calm token (quirk 15)
 
 
-TOKENS = TokenIds()
+TOKENS = TokenIds()  # the released model's speech ids
+
+
+def mel_start_stop(number_mel_codes: int) -> tuple[int, int]:
+    """A decoder's start and stop tokens: the last two rows of its code vocabulary (8192, 8193 in the release)."""
+    return number_mel_codes - 2, number_mel_codes - 1
 
 
 class _FromDict:
@@ -59,12 +68,30 @@ class AutoregressiveConfig(_FromDict):
     mel_channels: int = 80  # conditioning mel bands
     conditioning_attn_blocks: int = 6
     layer_norm_eps: float = 1e-5
+    calm_code: int = TOKENS.calm  # the code of silence in this model's codebook (see `tokens`)
+    fix_tail: tuple[int, ...] = TOKENS.fix_tail  # what every stopped candidate's last codes are overwritten with
+    dropout: float = 0.0  # on embeddings and residual branches, in training mode only (0 at inference)
 
     RELEASED: ClassVar["AutoregressiveConfig"]
 
     def __post_init__(self) -> None:
         if self.model_dim % self.heads:
             raise ValueError(f"model_dim {self.model_dim} is not divisible by heads {self.heads}")
+        speech_codes = mel_start_stop(self.number_mel_codes)[0]  # codes below the start and stop tokens
+        if speech_codes < 1:
+            raise ValueError(f"number_mel_codes {self.number_mel_codes} leaves no speech codes besides start and stop")
+        if not all(0 <= code < speech_codes for code in (self.calm_code, *self.fix_tail)):
+            raise ValueError(
+                f"calm_code {self.calm_code} and fix_tail {self.fix_tail} must be speech codes, in [0, {speech_codes})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def tokens(self) -> TokenIds:
+        """This model's special ids: start and stop are its last two code rows; calm and the tail from its config."""
+        start, stop = mel_start_stop(self.number_mel_codes)
+        return TokenIds(mel_start=start, mel_stop=stop, calm=self.calm_code, fix_tail=self.fix_tail)
 
     @property
     def text_vocab(self) -> int:

@@ -153,17 +153,23 @@ class MLP(nn.Module):
         return self.proj(gelu_new(self.fc(x)))
 
 
+def train_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout in training mode only; inference never pays for the call."""
+    return F.dropout(x, p, training=True) if training and p > 0 else x
+
+
 class Block(nn.Module):
     def __init__(self, config: AutoregressiveConfig):
         super().__init__()
+        self.dropout = config.dropout
         self.ln_1 = nn.LayerNorm(config.model_dim, eps=config.layer_norm_eps)
         self.attn = SelfAttention(config.model_dim, config.heads)
         self.ln_2 = nn.LayerNorm(config.model_dim, eps=config.layer_norm_eps)
         self.mlp = MLP(config.model_dim)
 
     def forward(self, x: Tensor, start: int | None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), start)
-        return x + self.mlp(self.ln_2(x))
+        x = x + train_dropout(self.attn(self.ln_1(x), start), self.dropout, self.training)
+        return x + train_dropout(self.mlp(self.ln_2(x)), self.dropout, self.training)
 
 
 class AutoregressiveModel(nn.Module):
@@ -225,6 +231,7 @@ class AutoregressiveModel(nn.Module):
     # transformer ------------------------------------------------------------------------------------------------
     def transformer(self, x: Tensor, start: int | None = None) -> Tensor:
         """(B, T, C) embeddings -> (B, T, C) hidden states after GPT-2's ln_f."""
+        x = train_dropout(x, self.config.dropout, self.training)
         for block in self.blocks:
             x = block(x, start)
         return self.ln_f(x)
@@ -271,7 +278,8 @@ class AutoregressiveModel(nn.Module):
         from the sequence shifted by the conditioning slot, so row j predicts input j + 1.
         """
         text = self.wrap_text(text_ids)
-        codes = F.pad(F.pad(codes, (0, 1), value=TOKENS.mel_stop), (1, 0), value=TOKENS.mel_start)
+        tokens = self.config.tokens
+        codes = F.pad(F.pad(codes, (0, 1), value=tokens.mel_stop), (1, 0), value=tokens.mel_start)
         prompt = self.embed_prompt(cond_latent, text)
         mel = self.embed_mel(codes, torch.arange(codes.shape[1], device=codes.device))
         hidden = self.final_norm(self.transformer(torch.cat([prompt, mel], dim=1))[:, 1:])  # (B, T+M+4, C)

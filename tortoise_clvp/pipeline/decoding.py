@@ -54,7 +54,7 @@ class DecodingOptions:
                 f"drop_remainder with num_candidates {self.num_candidates} < batch_size {self.batch_size} "
                 "would sample nothing; lower batch_size"
             )
-        shortest = len(TOKENS.fix_tail)  # each padded row ends in the original's fixed 3-token tail (quirk 12)
+        shortest = len(TOKENS.fix_tail)  # padded rows end in a fixed tail (quirk 12); check_lengths checks the model's
         if self.max_new_tokens < shortest or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OptionsError(
                 f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= {shortest} "
@@ -88,8 +88,9 @@ def check_lengths(model: AutoregressiveModel, text_ids: Tensor, options: Decodin
             f"max_new_tokens {options.max_new_tokens} needs {longest} mel positions; the model has "
             f"{config.mel_positions}. Use max_new_tokens <= {config.mel_positions - 1 - skipped}."
         )
-    if config.number_mel_codes <= TOKENS.mel_stop:
-        raise OptionsError(f"model has {config.number_mel_codes} mel codes; the stop token is {TOKENS.mel_stop}")
+    tail = len(config.tokens.fix_tail)
+    if options.max_new_tokens < tail:
+        raise OptionsError(f"max_new_tokens {options.max_new_tokens} is shorter than this model's {tail}-code fixed tail")
 
 
 @torch.no_grad()
@@ -107,7 +108,10 @@ def sample_batch(
     `on_step(tokens, finished)` after every step: tokens decoded per row so far, rows that have stopped.
     """
     device = prompt.device
-    start = model.embed_mel(torch.full((1, 1), TOKENS.mel_start, device=device), torch.zeros(1, dtype=torch.long, device=device))
+    stop = model.config.tokens.mel_stop
+    start = model.embed_mel(
+        torch.full((1, 1), model.config.tokens.mel_start, device=device), torch.zeros(1, dtype=torch.long, device=device)
+    )
     prefix = torch.cat([prompt, start.to(prompt.dtype)], dim=1)  # (1, P + 1, C)
     prefix_len = prefix.shape[1]
     model.setup_cache(rows, prefix_len + options.max_new_tokens)
@@ -115,16 +119,16 @@ def sample_batch(
 
     seen = initial_seen(rows, logits.shape[-1], options.sampling, device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    codes = torch.full((rows, options.max_new_tokens), TOKENS.mel_stop, dtype=torch.long, device=device)
+    codes = torch.full((rows, options.max_new_tokens), stop, dtype=torch.long, device=device)
     row_index = torch.arange(rows, device=device)
     position_offset = 2 if options.mel_positions == "kv_cache_quirk" else 1
     for step in range(options.max_new_tokens):
         forbid_stop = step < options.min_new_tokens
         tokens = next_tokens(logits, seen, options.sampling, generator, forbid_stop)
-        tokens = tokens.masked_fill(finished, TOKENS.mel_stop)
+        tokens = tokens.masked_fill(finished, stop)
         codes[:, step] = tokens
         seen[row_index, tokens] = True
-        finished |= tokens == TOKENS.mel_stop
+        finished |= tokens == stop
         if on_step is not None:
             on_step(step + 1, int(finished.sum()))
         if step + 1 == options.max_new_tokens or bool(finished.all()):
@@ -146,7 +150,8 @@ def sample_candidates(
 
     `text_ids` are the tokenizer's ids plus the one stop id that Tortoise appends (quirk 2); the decoder's own
     start/stop text tokens are added here. Every row is padded with the stop token to `max_new_tokens`
-    (quirk 10), which is what CLVP scores. `on_batch(done, total)` reports progress.
+    (quirk 10; the model's own stop token, `model.config.tokens`), which is what CLVP scores. `on_batch(done, total)`
+    reports progress.
 
     `on_step(tokens, finished)` after every decoding step, summed over the batches: tokens decoded per row (out of
     len(batches) * max_new_tokens; a batch whose rows all stopped early counts in full once it ends) and
@@ -165,7 +170,8 @@ def sample_candidates(
                 lambda tokens, finished: on_step(tokens_before + tokens, finished_before + finished)
             )
             codes = sample_batch(model, prompt, rows, options, generator, step_hook)
-            results.append(torch.nn.functional.pad(codes, (0, options.max_new_tokens - codes.shape[1]), value=TOKENS.mel_stop))
+            padding = (0, options.max_new_tokens - codes.shape[1])
+            results.append(torch.nn.functional.pad(codes, padding, value=model.config.tokens.mel_stop))
             if on_step is not None:
                 on_step(tokens_before + options.max_new_tokens, finished_before + rows)
             if on_batch is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..config import TOKENS
+from ..config import mel_start_stop
 from ..errors import OptionsError
 
 FAKE_PROMPT_ID = 1  # the original feeds transformers' generate() a prompt of 1s, which the penalty then counts as seen
@@ -53,10 +53,11 @@ FAITHFUL_SAMPLING = SamplingOptions(top_k=50, penalize_prompt_ids=True)
 
 
 def initial_seen(rows: int, vocab: int, options: SamplingOptions, device: torch.device) -> Tensor:
-    """(rows, vocab) bool mask of the ids the repetition penalty treats as already emitted."""
+    """(rows, vocab) bool mask of the ids the repetition penalty treats as already emitted (vocab: the decoder's
+    number_mel_codes, which also places its start token)."""
     seen = torch.zeros(rows, vocab, dtype=torch.bool, device=device)
     if options.penalize_prompt_ids:
-        seen[:, [FAKE_PROMPT_ID, TOKENS.mel_start]] = True
+        seen[:, [FAKE_PROMPT_ID, mel_start_stop(vocab)[0]]] = True
     return seen
 
 
@@ -93,11 +94,12 @@ def next_tokens(
     forbid_stop: bool = False,
 ) -> Tensor:
     """Logits (B, V) -> chosen ids (B,). The start token is never chosen; `forbid_stop` also bans the stop token
-    (used to force a minimum length)."""
+    (used to force a minimum length). Both are the last two of the V ids (`config.mel_start_stop`)."""
     scores = apply_repetition_penalty(logits.float(), seen, options.repetition_penalty)
     # out of place: `logits` may be a broadcast view shared by every row. The start token is never a speech
     # code (CLVP has no embedding for it); a trained decoder gives it no mass, an untrained one might.
-    banned = [TOKENS.mel_start, TOKENS.mel_stop] if forbid_stop else [TOKENS.mel_start]
+    start, stop = mel_start_stop(logits.shape[-1])
+    banned = [start, stop] if forbid_stop else [start]
     scores = scores.index_fill(1, torch.tensor(banned, device=scores.device), float("-inf"))
     if not options.do_sample:
         return scores.argmax(dim=-1)

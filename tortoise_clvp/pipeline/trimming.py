@@ -1,38 +1,42 @@
-"""What happens to candidates between sampling and scoring, and to latents before diffusion."""
+"""What happens to candidates between sampling and scoring, and to latents before diffusion.
+
+Every function takes the decoder's special ids (`model.config.tokens`): stop, calm and the fixed tail belong to a
+model's codebook (`TOKENS` for the released one).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ..config import TOKENS
+from ..config import TokenIds
 
 
-def fix_speech_decoder_output(codes: Tensor) -> Tensor:
+def fix_speech_decoder_output(codes: Tensor, tokens: TokenIds) -> Tensor:
     """The original's clean-up of padded candidates (quirk 12), on a copy.
 
     In each row that contains the stop token, every position from the first stop on becomes the calm
-    token, and the row's last three positions become 45, 45, 248 — even when the stop came later than
-    that. Rows without a stop are returned unchanged. codes: (N, L) -> (N, L).
+    token, and the row's last positions become the fixed tail (45, 45, 248 in the release) — even when the stop
+    came later than that. Rows without a stop are returned unchanged. codes: (N, L) -> (N, L).
     """
     fixed = codes.clone()
-    is_stop = fixed == TOKENS.mel_stop
+    is_stop = fixed == tokens.mel_stop
     has_stop = is_stop.any(dim=1)
     after_stop = is_stop.cumsum(dim=1) > 0
-    fixed[after_stop] = TOKENS.calm
-    tail = torch.tensor(TOKENS.fix_tail, dtype=fixed.dtype, device=fixed.device)
-    fixed[has_stop, -len(TOKENS.fix_tail) :] = tail
+    fixed[after_stop] = tokens.calm
+    tail = torch.tensor(tokens.fix_tail, dtype=fixed.dtype, device=fixed.device)
+    fixed[has_stop, -len(tokens.fix_tail) :] = tail
     return fixed
 
 
-def speech_lengths(codes: Tensor) -> Tensor:
+def speech_lengths(codes: Tensor, tokens: TokenIds) -> Tensor:
     """Tokens before the first stop token in each row of raw candidates (N, L) -> (N,)."""
-    is_stop = codes == TOKENS.mel_stop
+    is_stop = codes == tokens.mel_stop
     first = is_stop.int().argmax(dim=1)
     return torch.where(is_stop.any(dim=1), first, torch.full_like(first, codes.shape[1]))
 
 
-def calm_trim_length(codes: Tensor) -> int:
+def calm_trim_length(codes: Tensor, tokens: TokenIds) -> int:
     """Latent frames to keep for one fixed candidate (L,): up to, not including, the 9th calm token in a row.
 
     The diffusion decoder gets 8 calm frames of "breathing room" to end the speech (quirk 15);
@@ -40,7 +44,7 @@ def calm_trim_length(codes: Tensor) -> int:
     """
     run = 0
     for index, code in enumerate(codes.tolist()):
-        run = run + 1 if code == TOKENS.calm else 0
-        if run == TOKENS.calm_run_to_trim:
+        run = run + 1 if code == tokens.calm else 0
+        if run == tokens.calm_run_to_trim:
             return index
     return codes.shape[0]
