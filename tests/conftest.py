@@ -142,7 +142,7 @@ def audio_tensors(reference_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def ar_fixture(reference_dir: Path):
     """(model, cases, config.json) for the tiny original autoregressive checkpoint, loaded through our loader."""
-    from tortoise_clvp.weights.tortoise_pth import (
+    from tortoise_clvp.weights.original_autoregressive import (
         autoregressive_config_from_original_kwargs,
         load_autoregressive_original,
     )
@@ -157,10 +157,8 @@ def ar_fixture(reference_dir: Path):
 def reference_model_dir(reference_dir: Path, tmp_path_factory) -> Path:
     """An original-layout model directory made of the reference folder's tiny original checkpoints, with the sizes
     shapes can't tell (for tests of the original-format loaders and the whole original chain)."""
-    from tortoise_clvp.weights.tortoise_pth import (
-        autoregressive_config_from_original_kwargs,
-        clvp_config_from_original_kwargs,
-    )
+    from tortoise_clvp.weights.original_autoregressive import autoregressive_config_from_original_kwargs
+    from tortoise_clvp.weights.original_clvp import clvp_config_from_original_kwargs
 
     folder = tmp_path_factory.mktemp("reference_tortoise")
     models = reference_dir / "models"

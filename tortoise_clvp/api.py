@@ -36,7 +36,7 @@ from .pipeline.trimming import (
     speech_lengths,
 )
 from .presets import DEFAULT_PRESET, GenerationOptions, preset
-from .weights.download import resolve_models_dir
+from .weights.discovery import resolve_models_dir
 from .weights.model_dir import LoadedModels, load_models
 
 Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
@@ -137,8 +137,9 @@ class TextToSpeech:
         compile: bool = False,
     ) -> "TextToSpeech":
         """`from_local` on the model directory found the usual way: `models_dir`, else $TORTOISE_MODELS_DIR, else a
-        local download (`clvp-tts download`) or Hugging Face cache copy; a clear error says how to get the files."""
-        return cls.from_local(resolve_models_dir(models_dir), device, dtype, compile)
+        download (`clvp-tts download`), a Hugging Face cache copy or the bundled small model
+        (`weights.discovery.resolve_models_dir`); a clear error says how to get the files."""
+        return cls.from_local(resolve_models_dir(models_dir).path, device, dtype, compile)
 
     @property
     def device(self) -> torch.device:

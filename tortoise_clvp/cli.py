@@ -23,9 +23,15 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DTYPES = ("float32", "bfloat16", "float16")
 STDOUT = "-"
 INTERRUPTED = 130  # the shell's exit status for Ctrl-C
+BUNDLED_MODEL_NOTE = (
+    "note: using the small bundled model (for trying the engine); for the released Tortoise models run "
+    "`clvp-tts download` or pass --models-dir DIR"
+)
 
 ModelsDir = Annotated[
-    Optional[Path], typer.Option("--models-dir", help="Model directory (default $TORTOISE_MODELS_DIR, then local copies).")
+    Optional[Path],
+    typer.Option("--models-dir", help="Model directory (default $TORTOISE_MODELS_DIR, then a download, the Hugging "
+                 "Face cache, the bundled model)."),
 ]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
 
@@ -52,11 +58,14 @@ def _load(models_dir: Optional[Path], device: str, dtype: str = "float32", compi
     import torch
 
     from .api import TextToSpeech
-    from .weights.download import resolve_models_dir
+    from .weights.discovery import resolve_models_dir
 
     if dtype not in DTYPES:
         _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return TextToSpeech.from_local(resolve_models_dir(models_dir), device, getattr(torch, dtype), compile)
+    resolved = resolve_models_dir(models_dir)
+    if resolved.bundled:
+        typer.echo(BUNDLED_MODEL_NOTE, err=True)
+    return TextToSpeech.from_local(resolved.path, device, getattr(torch, dtype), compile)
 
 
 def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
@@ -293,11 +302,10 @@ def download(
     layout: Annotated[str, typer.Option(help="'tortoise' (original files) or 'huggingface' (CLVP layout).")] = "tortoise",
 ) -> None:
     """Download the released model files (needs network access to the Hugging Face hub)."""
-    from .weights.download import default_download_dir, fetch_models
+    from .weights.download import fetch_models
 
-    target = destination or default_download_dir()
     with _clear_errors():
-        result = fetch_models(target, layout)
+        result = fetch_models(destination, layout, show_progress=True)
     for note in result.notes:
         typer.echo(f"note: {note}")
     typer.echo(f"model files in {result.destination}")

@@ -198,3 +198,29 @@ class VocoderConfig(_FromDict):
 
 
 VocoderConfig.RELEASED = VocoderConfig()
+
+
+@dataclass(frozen=True)
+class DvaeConfig(_FromDict):
+    """Dimensions of the discrete VAE that turns conditioning mels into speech codes (and back, for previews).
+
+    Tortoise has no released one at inference (codes come from its decoder); ours is trained with the recipe. Each of
+    the `downsamples` stride-2 stages halves the frame rate: 2 of them give one code per 4 mel frames (1024 samples at
+    22.05 kHz, the decoder's `mel_length_compression`), about 21.5 codes per second.
+    """
+
+    mel_channels: int = 80
+    channels: int = 192  # width of the convolution stacks
+    res_blocks: int = 2  # residual blocks at every reduced frame rate, in the encoder and the decoder
+    downsamples: int = 2
+    codebook_size: int = 1024
+    code_dim: int = 64  # width of a codebook vector
+
+    def __post_init__(self) -> None:
+        if min(self.mel_channels, self.channels, self.codebook_size, self.code_dim) < 1 or self.downsamples < 0:
+            raise ValueError(f"every DvaeConfig size must be positive: {self}")
+
+    @property
+    def compression(self) -> int:
+        """Mel frames per code."""
+        return 2**self.downsamples

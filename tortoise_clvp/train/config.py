@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..config import DiffusionConfig, VocoderConfig
+from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, DvaeConfig, VocoderConfig
 
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
@@ -192,6 +192,84 @@ class DiffusionTrainConfig:
 
 
 @dataclass(frozen=True)
+class CodesConfig:
+    """The discrete VAE (a small `DvaeConfig`) trained on random crops of the corpus's conditioning mels, then every
+    utterance encoded into speech codes.
+
+    The loss is the reconstruction MSE on the normalised log-mel plus commitment_weight times the distance of the
+    encoder's outputs to their codes. The codebook follows the encoder outputs assigned to each code as a moving
+    average (codebook_decay); a code whose average use falls below dead_code_fraction of the mean is restarted on a
+    random encoder output. The calm code (the code of silence, which the decoder pads stopped candidates with) is
+    the most frequent code on the quietest silence_quantile of the corpus's code frames.
+    """
+
+    model: DvaeConfig = field(default_factory=DvaeConfig)
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=4000, learning_rate=1e-3, warmup_steps=100, eval_every=250,
+                                           checkpoint_every=50, patience=4)
+    )
+    batch_size: int = 32
+    crop_frames: int = 128  # mel frames per training crop (1.5 s); a multiple of the model's compression
+    commitment_weight: float = 0.25
+    codebook_decay: float = 0.99
+    dead_code_fraction: float = 0.03
+    valid_items: int = 200  # held-out utterances scored whole at every evaluation
+    silence_quantile: float = 0.02
+
+
+@dataclass(frozen=True)
+class AutoregressiveTrainConfig:
+    """The decoder (a small `AutoregressiveConfig`) trained by teacher forcing on (voice, text, codes) triples.
+
+    number_mel_codes, calm_code and fix_tail come from the trained codebook (its size + start and stop; fix_tail is
+    fix_tail_length calm codes), max_text_tokens and max_mel_tokens from the corpus's longest items (max_mel_tokens
+    at least the decoding default of 500, so default decoding options fit). The loss is the speech-code cross-entropy
+    plus text_loss_weight times the text cross-entropy, as Tortoise trains. Each item is conditioned on up to
+    conditioning_clips OTHER utterances of its voice (cropped to the 6 s the decoder sees), so the conditioning
+    encoder learns the voice rather than the words; the items of one voice in a batch share that conditioning.
+    """
+
+    model: AutoregressiveConfig = field(
+        default_factory=lambda: AutoregressiveConfig(layers=6, model_dim=384, heads=8, conditioning_attn_blocks=3,
+                                                     dropout=0.1)
+    )
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=6000, learning_rate=3e-4, warmup_steps=300, weight_decay=0.01,
+                                           eval_every=250, checkpoint_every=50, patience=6)
+    )
+    batch_size: int = 32
+    text_loss_weight: float = 0.01
+    conditioning_clips: int = 3
+    fix_tail_length: int = 3
+    valid_items: int = 256  # held-out utterances scored at every evaluation
+
+
+@dataclass(frozen=True)
+class ClvpTrainConfig:
+    """CLVP (a small `ClvpConfig`; its speech vocabulary is the codebook) trained contrastively on (text, codes).
+
+    Each batch holds distinct sentences; the loss is the symmetric cross-entropy of the in-batch similarity matrix
+    (the mean of the text->speech and speech->text losses), its scale exp(temperature) learned and clamped to at
+    most max_logit_scale, as the CLAP trainers do. Codes are padded as candidates are at inference (stop, then the
+    calm code and the fixed tail), to a random length of up to max_padding extra codes, so scores do not depend on
+    how much padding a candidate carries. Evaluation: retrieval R@1 both ways on valid_pairs held-out pairs.
+    """
+
+    model: ClvpConfig = field(
+        default_factory=lambda: ClvpConfig(dim_text=256, dim_speech=256, dim_latent=256, text_enc_depth=4, text_heads=4,
+                                           speech_enc_depth=4, speech_heads=4)
+    )
+    loop: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=3000, learning_rate=3e-4, warmup_steps=200, weight_decay=0.01,
+                                           eval_every=250, checkpoint_every=50, patience=4)
+    )
+    batch_size: int = 64
+    max_logit_scale: float = 100.0
+    max_padding: int = 100
+    valid_pairs: int = 200
+
+
+@dataclass(frozen=True)
 class RecipeConfig:
     """The whole recipe, stage by stage."""
 
@@ -199,6 +277,9 @@ class RecipeConfig:
     init_dir: Optional[Path] = None  # a native model folder the model stages fine-tune from (None: from scratch)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    codes: CodesConfig = field(default_factory=CodesConfig)
+    autoregressive: AutoregressiveTrainConfig = field(default_factory=AutoregressiveTrainConfig)
+    clvp: ClvpTrainConfig = field(default_factory=ClvpTrainConfig)
     diffusion: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     vocoder: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
 
@@ -229,4 +310,31 @@ class RecipeConfig:
             segment_frames=8,
             valid_clips=2,
         )
-        return replace(full, corpus=corpus, tokenizer=replace(full.tokenizer), diffusion=diffusion, vocoder=vocoder)
+        codes = replace(
+            full.codes,
+            model=DvaeConfig(channels=16, res_blocks=1, codebook_size=32, code_dim=8),
+            loop=smoke_loop,
+            batch_size=4,
+            crop_frames=32,
+            valid_items=4,
+        )
+        autoregressive = replace(
+            full.autoregressive,
+            model=AutoregressiveConfig(layers=1, model_dim=32, heads=2, conditioning_attn_blocks=1, dropout=0.1),
+            loop=smoke_loop,
+            batch_size=4,
+            valid_items=4,
+        )
+        clvp = replace(
+            full.clvp,
+            model=ClvpConfig(dim_text=32, dim_speech=32, dim_latent=32, text_enc_depth=1, text_heads=2,
+                             speech_enc_depth=1, speech_heads=2, dim_head=16, rotary_dim=8),
+            loop=smoke_loop,
+            batch_size=4,
+            max_padding=8,
+            valid_pairs=4,
+        )
+        return replace(
+            full, corpus=corpus, tokenizer=replace(full.tokenizer), codes=codes, autoregressive=autoregressive,
+            clvp=clvp, diffusion=diffusion, vocoder=vocoder,
+        )
