@@ -30,7 +30,7 @@ from tortoise_clvp.weights.strict import (
     load_strict,
     read_torch_checkpoint,
 )
-from tortoise_clvp.weights.tortoise_pth import (
+from tortoise_clvp.weights.original_clvp import (
     clvp_config_from_original_kwargs,
     clvp_config_from_state,
     clvp_key_map,

@@ -1,4 +1,7 @@
-"""Model directories: layout detection, the native format round trip, the Hugging Face layout, bad folders."""
+"""Model directories: layout detection, the native format round trip, the Hugging Face layout, bad folders.
+
+Product cases use the tiny native model; the original-layout cases use the reference folder's original checkpoints
+(`reference_model_dir`, skipped without the folder)."""
 
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ def _same_outputs(a, b):
         torch.testing.assert_close(a.autoregressive.speech_latents(latent, text, codes), b.autoregressive.speech_latents(latent, text, codes))
 
 
-def test_convert_to_native_round_trip(tiny_model_dir, tmp_path):
-    original = load_models(tiny_model_dir)
+def test_convert_to_native_round_trip(reference_model_dir, tmp_path):
+    original = load_models(reference_model_dir)
     assert original.layout == "tortoise"
-    written = convert(tiny_model_dir, tmp_path / "native")
+    written = convert(reference_model_dir, tmp_path / "native")
     converted = load_models(written)
     assert converted.layout == "native" and detect_layout(written) == "native"
     _same_outputs(original, converted)
@@ -46,7 +49,7 @@ def test_convert_refuses_existing_destination_and_overwrites_on_request(tiny_mod
     assert (destination / native.CONFIG_FILE).is_file() and not (destination / "keep.txt").exists()
 
 
-def test_huggingface_layout_loads(tmp_path, reference_dir):
+def test_huggingface_layout_loads(tmp_path, tiny_model_dir):
     config = transformers.ClvpConfig(
         text_config=dict(hidden_size=64, intermediate_size=128, projection_dim=32, num_hidden_layers=1, num_attention_heads=1),
         speech_config=dict(hidden_size=64, intermediate_size=128, projection_dim=32, num_hidden_layers=1, num_attention_heads=1, vocab_size=8192),
@@ -57,7 +60,7 @@ def test_huggingface_layout_loads(tmp_path, reference_dir):
     folder = tmp_path / "hf"
     hf.save_pretrained(folder)
     for name in ("tokenizer.json", "mel_norms.pth"):
-        shutil.copyfile(reference_dir / "tortoise" / name, folder / name)
+        shutil.copyfile(tiny_model_dir / name, folder / name)
     models = load_models(folder)
     assert models.layout == "huggingface"
     assert models.autoregressive.config.model_dim == 32 and models.clvp.config.dim_text == 64
@@ -75,16 +78,44 @@ def test_bad_directories_are_clear_errors(tmp_path, tiny_model_dir):
     (partial / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="tokenizer.json"):
         load_models(partial)
-    swapped = tmp_path / "swapped"
-    shutil.copytree(tiny_model_dir, swapped)
-    shutil.copyfile(tiny_model_dir / "autoregressive.pth", swapped / "clvp2.pth")
-    with pytest.raises(CheckpointError, match="not a CLVP checkpoint"):
-        load_models(swapped)
     broken = tmp_path / "broken"
-    convert(tiny_model_dir, broken)
+    shutil.copytree(tiny_model_dir, broken)
     (broken / native.weights_file("clvp")).write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_models(broken)
+    listed = tmp_path / "listed"
+    shutil.copytree(tiny_model_dir, listed)
+    (listed / native.weights_file("vocoder")).unlink()  # tortoise_clvp.json still lists it
+    with pytest.raises(CheckpointError, match="vocoder.safetensors is missing"):
+        load_models(listed)
+
+
+def test_an_original_file_in_the_wrong_slot_is_named(tmp_path, reference_model_dir):
+    swapped = tmp_path / "swapped"
+    shutil.copytree(reference_model_dir, swapped)
+    shutil.copyfile(reference_model_dir / "autoregressive.pth", swapped / "clvp2.pth")
+    with pytest.raises(CheckpointError, match="clvp2.pth is not a CLVP checkpoint.*autoregressive"):
+        load_models(swapped)
+    (swapped / "clvp2.pth").unlink()
+    with pytest.raises(CheckpointError, match="lacks clvp2.pth"):
+        load_models(swapped)
+
+
+def test_float16_storage_loads_in_the_working_dtype(tmp_path, tiny_model_dir):
+    """A native part stored in float16 (as an export may) comes back float32, or in the dtype asked for."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_model_dir, folder)
+    for part in ("autoregressive", "diffusion"):
+        file = folder / native.weights_file(part)
+        save_file({k: v.half() for k, v in load_file(str(file)).items()}, str(file))
+    full, half = load_models(tiny_model_dir), load_models(folder)
+    for part in ("autoregressive", "diffusion"):
+        for (name, a), (_, b) in zip(getattr(full, part).state_dict().items(), getattr(half, part).state_dict().items()):
+            assert b.dtype == torch.float32, name
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)
+    assert next(load_models(folder, dtype=torch.bfloat16).autoregressive.parameters()).dtype == torch.bfloat16
 
 
 def test_parts_from_different_sizes_are_refused(tmp_path):
@@ -110,9 +141,11 @@ def test_parts_from_different_sizes_are_refused(tmp_path):
     check_parts_fit(ar, fitting, None, tmp_path)
 
 
-def test_native_round_trip_keeps_the_waveform_models(tiny_model_dir, tmp_path):
-    original = load_models(tiny_model_dir)
-    converted = load_models(convert(tiny_model_dir, tmp_path / "native"))
+@pytest.mark.parametrize("source", ["tiny_model_dir", "reference_model_dir"])
+def test_native_round_trip_keeps_the_waveform_models(source, tmp_path, request):
+    source = request.getfixturevalue(source)
+    original = load_models(source)
+    converted = load_models(convert(source, tmp_path / "native"))
     assert converted.diffusion is not None and converted.vocoder is not None
     for a, b in ((original.diffusion, converted.diffusion), (original.vocoder, converted.vocoder)):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):

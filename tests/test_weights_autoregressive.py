@@ -9,7 +9,7 @@ from conftest import read_json
 from tortoise_clvp.config import AutoregressiveConfig
 from tortoise_clvp.errors import CheckpointError
 from tortoise_clvp.models.autoregressive import AutoregressiveModel
-from tortoise_clvp.weights.tortoise_pth import (
+from tortoise_clvp.weights.original_autoregressive import (
     autoregressive_config_from_original_kwargs,
     autoregressive_config_from_state,
     autoregressive_state_from_original,

@@ -16,7 +16,7 @@ import torch
 from ..config import AutoregressiveConfig
 from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
-from .strict import check_state_dict, load_strict
+from .strict import check_state_dict, load_into_meta_model
 
 HF_AUTOREGRESSIVE_PREFIXES = ("conditioning_encoder.", "speech_decoder_model.")
 _DECODER = "speech_decoder_model.model.decoder."
@@ -151,7 +151,8 @@ def autoregressive_state_from_hf(state: Mapping[str, torch.Tensor], config: Auto
 
 
 def load_autoregressive_hf(state: Mapping[str, torch.Tensor], config: Mapping[str, Any] | AutoregressiveConfig) -> AutoregressiveModel:
-    """Build and strictly load the decoder from an HF CLVP state dict and its config (dict or ours)."""
+    """Build and strictly load the decoder from an HF CLVP state dict and its config (dict or ours): an eval-mode
+    float32 model (a meta one from meta tensors)."""
     if not any(k.startswith(_DECODER) for k in state):
         raise CheckpointError(
             "the Hugging Face checkpoint has no speech_decoder_model weights: it is not a full "
@@ -159,5 +160,8 @@ def load_autoregressive_hf(state: Mapping[str, torch.Tensor], config: Mapping[st
         )
     if not isinstance(config, AutoregressiveConfig):
         config = autoregressive_config_from_hf(config)
-    model = AutoregressiveModel(config)
-    return load_strict(model, autoregressive_state_from_hf(state, config), "Hugging Face CLVP decoder weights").eval()
+    mapped = autoregressive_state_from_hf(state, config)
+    with torch.device("meta"):
+        model = AutoregressiveModel(config)
+    mapped = {k: v.contiguous() for k, v in mapped.items()}
+    return load_into_meta_model(model, mapped, "Hugging Face CLVP decoder weights")

@@ -26,20 +26,12 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ..config import ClvpConfig
-from ..errors import CheckpointError, describe
+from ..errors import CheckpointError
 from ..models.clvp import ClvpModel
-from .strict import check_state_dict, read_torch_checkpoint, shape_of
-from .tortoise_pth import (
-    StateSource,
-    _check_rotary_buffer,
-    _load_into_meta_model,
-    guess_checkpoint_kind,
-)
-
-try:  # the error type of corrupt / truncated safetensors files
-    from safetensors import SafetensorError
-except ImportError:  # pragma: no cover - very old safetensors
-    SafetensorError = Exception  # type: ignore[misc,assignment]
+from .hf_autoregressive import HF_AUTOREGRESSIVE_PREFIXES  # the same file's decoder keys: not CLVP's business
+from .original import StateSource, guess_checkpoint_kind
+from .original_clvp import check_rotary_buffer
+from .strict import check_state_dict, load_into_meta_model, read_safetensors, read_torch_checkpoint, shape_of
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -49,8 +41,6 @@ TORCH_FILE = "pytorch_model.bin"
 # our tower name -> HF's module prefix
 _HF_TOWERS = {"text": "text_encoder_model", "speech": "speech_encoder_model"}
 HF_CLVP_PREFIXES = ("text_encoder_model.", "speech_encoder_model.", "logit_scale")
-# Keys of the autoregressive part of the same file: not CLVP's business, mapped by the autoregressive section.
-HF_AUTOREGRESSIVE_PREFIXES = ("conditioning_encoder.", "speech_decoder_model.")
 
 # transformers' ClvpEncoderConfig defaults: `save_pretrained` omits values equal to them from config.json.
 HF_ENCODER_DEFAULTS: dict[str, Any] = {
@@ -237,7 +227,7 @@ def _require_hf_clvp(state: Mapping[str, Any], source: str) -> None:
         found = f"it looks like {kind}" if kind else f"its keys start with {prefixes}"
         hint = ""
         if kind and "clvp2" in kind:
-            hint = " For the original file use tortoise_clvp.weights.tortoise_pth.load_clvp_original."
+            hint = " For the original file use tortoise_clvp.weights.original_clvp.load_clvp_original."
         raise CheckpointError(
             f"{source} is not a Hugging Face CLVP checkpoint (no text_encoder_model.* / speech_encoder_model.* / "
             f"logit_scale keys): {found}. Pass the right file for this slot.{hint}"
@@ -257,7 +247,7 @@ def clvp_state_from_hf(
     for tower in _HF_TOWERS:
         key = _rotary_key(tower)
         if key in clvp:
-            _check_rotary_buffer(clvp.pop(key), config.rotary_dim, key, source)
+            check_rotary_buffer(clvp.pop(key), config.rotary_dim, key, source)
     with torch.device("meta"):
         ours = {k: v.shape for k, v in ClvpModel(config).state_dict().items()}
     mapping = clvp_hf_key_map(config)
@@ -268,30 +258,17 @@ def clvp_state_from_hf(
     return {mapping[key]: tensor for key, tensor in clvp.items()}
 
 
-def _read_safetensors(path: Path, keep=_is_clvp_key) -> dict[str, torch.Tensor]:
-    """The tensors of one safetensors file whose names pass ``keep`` (the rest is never read)."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}. Download the model files or pass the right directory.")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys() if keep(key)}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"cannot read {path} as a safetensors file ({describe(exc)}). "
-            "The file is corrupt or truncated: download it again."
-        ) from None
-
-
-def read_hf_clvp_state(path: str | Path, keep: Callable[[str], bool] = _is_clvp_key) -> dict[str, torch.Tensor]:
+def read_hf_clvp_state(
+    path: str | Path, keep: Callable[[str], bool] = _is_clvp_key, meta: bool = False
+) -> dict[str, torch.Tensor]:
     """The tensors of a HF checkpoint whose names pass `keep` (default: the CLVP scorer's): a folder
     (model.safetensors, a sharded index, or pytorch_model.bin) or one weights file. Safetensors files are read
-    lazily, so tensors that are not kept are never loaded."""
+    lazily, so tensors that are not kept are never loaded (a ``.bin`` is read whole); with `meta`, only shapes are
+    read (meta tensors)."""
     path = Path(path)
     if path.is_dir():
         if (path / SAFETENSORS_FILE).is_file():
-            return _read_safetensors(path / SAFETENSORS_FILE, keep)
+            return read_safetensors(path / SAFETENSORS_FILE, keep, meta)
         if (path / SAFETENSORS_INDEX).is_file():
             weight_map = _read_json(path / SAFETENSORS_INDEX).get("weight_map", {})
             shards = sorted({shard for key, shard in weight_map.items() if keep(key)})
@@ -299,22 +276,25 @@ def read_hf_clvp_state(path: str | Path, keep: Callable[[str], bool] = _is_clvp_
                 raise CheckpointError(f"{path / SAFETENSORS_INDEX} lists none of the tensors needed; re-download the model")
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(_read_safetensors(path / shard, keep))
+                state.update(read_safetensors(path / shard, keep, meta))
             return state
         if (path / TORCH_FILE).is_file():
-            return read_torch_checkpoint(path / TORCH_FILE)
+            return read_torch_checkpoint(path / TORCH_FILE, meta)
         raise CheckpointError(
             f"no weights found in {path}: looked for {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} and {TORCH_FILE}"
         )
     if path.suffix == ".safetensors":
-        return _read_safetensors(path, keep)
-    return read_torch_checkpoint(path)
+        return read_safetensors(path, keep, meta)
+    return read_torch_checkpoint(path, meta)
 
 
-def load_clvp_hf(path_or_state: StateSource, config: ClvpConfig | Mapping[str, Any] | None = None) -> ClvpModel:
+def load_clvp_hf(
+    path_or_state: StateSource, config: ClvpConfig | Mapping[str, Any] | None = None, source: str | None = None
+) -> ClvpModel:
     """Load the CLVP scorer of a HF ``ClvpModelForConditionalGeneration`` checkpoint into an eval-mode `ClvpModel`.
 
-    ``path_or_state``: a folder saved by ``save_pretrained``, one weights file, or a state dict.
+    ``path_or_state``: a folder saved by ``save_pretrained``, one weights file, or a state dict (called `source` in
+    messages; meta tensors give a meta model).
     ``config``: a `ClvpConfig`, a HF config dict, or None: then the folder's (or the file's sibling) config.json is
     read, and failing that the sizes are read from the tensor shapes.
     """
@@ -329,7 +309,7 @@ def load_clvp_hf(path_or_state: StateSource, config: ClvpConfig | Mapping[str, A
         if config is None and config_file.is_file():
             config = config_file  # type: ignore[assignment]
     elif isinstance(path_or_state, Mapping):
-        source, state = "the given state dict", dict(path_or_state)
+        source, state = source or "the given state dict", dict(path_or_state)
     else:
         raise TypeError(f"expected a checkpoint path or a state dict, got {type(path_or_state).__name__}")
 
@@ -354,4 +334,4 @@ def load_clvp_hf(path_or_state: StateSource, config: ClvpConfig | Mapping[str, A
         raise
     with torch.device("meta"):
         model = ClvpModel(config)
-    return _load_into_meta_model(model, mapped, f"{source} (Hugging Face CLVP)")
+    return load_into_meta_model(model, mapped, f"{source} (Hugging Face CLVP)")

@@ -9,6 +9,9 @@ Every layout also needs Tortoise's two data files beside the weights: ``tokenize
 The waveform stage needs the diffusion decoder and the vocoder: ``diffusion_decoder.pth`` and ``vocoder.pth``
 from the original release in any layout (Hugging Face's CLVP repository has neither), or their native
 safetensors. A ``tortoise_clvp.json`` in a ``tortoise`` folder supplies sizes that shapes cannot tell.
+
+`model_parts` says which file each model of a folder is read from and how it becomes ours; `load_models` loads
+them and `info.describe_model_dir` checks them on the meta device, so both follow the same rules.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
+from torch import nn
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
 from ..errors import CheckpointError, OptionsError, describe
@@ -28,14 +32,36 @@ from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.vocoder import UnivNetVocoder
-from . import hf_clvp, native, tortoise_pth
-from .hf_autoregressive import load_autoregressive_hf
-from .original_diffusion import DIFFUSION_CHECKPOINT, load_diffusion_original
-from .original_vocoder import VOCODER_CHECKPOINT, load_vocoder_original
+from . import hf_clvp, native, original_autoregressive, original_clvp, original_diffusion, original_vocoder
+from .hf_autoregressive import HF_AUTOREGRESSIVE_PREFIXES, load_autoregressive_hf
+from .original import OriginalFormat, load_part
+from .strict import read_torch_checkpoint
 
 MEL_NORMS_FILE = "mel_norms.pth"
 MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 HF_WEIGHT_FILES = (hf_clvp.SAFETENSORS_FILE, hf_clvp.SAFETENSORS_INDEX, hf_clvp.TORCH_FILE)
+LAYOUTS = ("tortoise", "huggingface", "native")
+PARTS = ("autoregressive", "clvp", "diffusion", "vocoder")
+REQUIRED_PARTS = native.REQUIRED_PARTS  # the candidates stage; the other two make audio
+PART_ROLES = {
+    "autoregressive": "autoregressive decoder",
+    "clvp": "CLVP scorer",
+    "diffusion": "diffusion decoder",
+    "vocoder": "UnivNet vocoder",
+}
+ORIGINAL_FORMATS: dict[str, OriginalFormat] = {
+    "autoregressive": original_autoregressive.FORMAT,
+    "clvp": original_clvp.FORMAT,
+    "diffusion": original_diffusion.FORMAT,
+    "vocoder": original_vocoder.FORMAT,
+}
+_CONFIG_CLASSES = {"autoregressive": AutoregressiveConfig, "clvp": ClvpConfig, "diffusion": DiffusionConfig,
+                   "vocoder": VocoderConfig}
+# the data files every layout needs beside the weights: name -> (what it is, its reader)
+DATA_FILES: dict[str, tuple[str, Callable[[Path], Any]]] = {
+    TOKENIZER_FILENAME: ("Tortoise's BPE vocabulary", BpeTokenizer),
+    MEL_NORMS_FILE: ("Tortoise's conditioning mel norms", load_mel_norms),
+}
 
 
 @dataclass
@@ -51,6 +77,20 @@ class LoadedModels:
     vocoder: UnivNetVocoder | None = None
 
 
+@dataclass(frozen=True)
+class ModelPart:
+    """One model of a folder: the file(s) it is stored in, and how it is read and built."""
+
+    part: str
+    files: tuple[str, ...]  # relative to the folder: the weights file, or a sharded index then its shards
+    read: Callable[[bool], Mapping[str, Any]]  # meta -> the stored state dict (only shapes, as meta tensors)
+    build: Callable[[Mapping[str, Any]], nn.Module]  # stored state -> our eval-mode model, every key and shape checked
+
+    def load(self, meta: bool = False) -> nn.Module:
+        """The model; with `meta`, built on the meta device from the file's shapes alone (no data read)."""
+        return self.build(self.read(meta))
+
+
 def detect_layout(path: Path) -> str:
     """'tortoise', 'huggingface' or 'native'; a clear error naming the expected files otherwise."""
     if not path.is_dir():
@@ -59,22 +99,24 @@ def detect_layout(path: Path) -> str:
             f"model directory {path} {state}. Put the released Tortoise files (autoregressive.pth, "
             "clvp2.pth, tokenizer.json, mel_norms.pth) in a folder and pass that folder's path."
         )
+    ar_file, clvp_file = ORIGINAL_FORMATS["autoregressive"].filename, ORIGINAL_FORMATS["clvp"].filename
     if (path / native.CONFIG_FILE).is_file() and (path / native.weights_file("autoregressive")).is_file():
         return "native"
-    if (path / tortoise_pth.AUTOREGRESSIVE_CHECKPOINT).is_file() or (path / tortoise_pth.CLVP_CHECKPOINT).is_file():
+    if (path / ar_file).is_file() or (path / clvp_file).is_file():
         return "tortoise"
     if (path / hf_clvp.CONFIG_FILE).is_file() and any((path / name).is_file() for name in HF_WEIGHT_FILES):
         return "huggingface"
     raise CheckpointError(
         f"{path} holds no model this package can read. Expected one of: "
-        f"{tortoise_pth.AUTOREGRESSIVE_CHECKPOINT} + {tortoise_pth.CLVP_CHECKPOINT} (original Tortoise); "
+        f"{ar_file} + {clvp_file} (original Tortoise); "
         f"{hf_clvp.CONFIG_FILE} + {hf_clvp.SAFETENSORS_FILE} (Hugging Face CLVP); "
         f"{native.CONFIG_FILE} + {native.weights_file('autoregressive')} (converted), each with "
         f"{TOKENIZER_FILENAME} and {MEL_NORMS_FILE} beside them."
     )
 
 
-def _required(path: Path, name: str, what: str) -> Path:
+def required_file(path: Path, name: str, what: str) -> Path:
+    """`path / name`, or a clear error saying the folder lacks it."""
     file = path / name
     if not file.is_file():
         raise CheckpointError(f"{path} lacks {name} ({what}); put it in the model directory and try again.")
@@ -83,57 +125,109 @@ def _required(path: Path, name: str, what: str) -> Path:
 
 def _read_json(file: Path) -> dict[str, Any]:
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {file} as JSON ({exc}); restore or re-download it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file} does not hold a JSON object; restore or re-download it")
+    return data
 
 
-def _sizes(path: Path) -> dict[str, Any]:
-    return _read_json(path / native.CONFIG_FILE) if (path / native.CONFIG_FILE).is_file() else {}
+def _original_part(path: Path, part: str, sizes: Mapping[str, Any]) -> ModelPart:
+    """An original-release .pth; its sizes from tortoise_clvp.json where it names them, else from the shapes."""
+    fmt = ORIGINAL_FORMATS[part]
 
+    def build(state: Mapping[str, Any]) -> nn.Module:
+        try:
+            config = _CONFIG_CLASSES[part].from_dict(sizes[part]) if part in sizes else None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path / native.CONFIG_FILE} has no valid {part} sizes ({exc}); fix or remove it"
+            ) from None
+        return load_part(fmt, state, config, str(path / fmt.filename))
 
-def _load_original_waveform_models(path: Path) -> tuple[DiffusionModel | None, UnivNetVocoder | None]:
-    """diffusion_decoder.pth and vocoder.pth if present (sizes from tortoise_clvp.json where it names them)."""
-    sizes = _sizes(path)
-    diffusion = vocoder = None
-    if (path / DIFFUSION_CHECKPOINT).is_file():
-        config = DiffusionConfig.from_dict(sizes["diffusion"]) if "diffusion" in sizes else None
-        diffusion = load_diffusion_original(path / DIFFUSION_CHECKPOINT, config)
-    if (path / VOCODER_CHECKPOINT).is_file():
-        config = VocoderConfig.from_dict(sizes["vocoder"]) if "vocoder" in sizes else None
-        vocoder = load_vocoder_original(path / VOCODER_CHECKPOINT, config)
-    return diffusion, vocoder
-
-
-def _load_tortoise(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
-    sizes = _sizes(path)
-    ar_config = AutoregressiveConfig.from_dict(sizes["autoregressive"]) if "autoregressive" in sizes else None
-    clvp_config = ClvpConfig.from_dict(sizes["clvp"]) if "clvp" in sizes else None
-    autoregressive = tortoise_pth.load_autoregressive_original(
-        _required(path, tortoise_pth.AUTOREGRESSIVE_CHECKPOINT, "the speech-token decoder"), ar_config
+    return ModelPart(
+        part,
+        (fmt.filename,),
+        lambda meta: read_torch_checkpoint(required_file(path, fmt.filename, f"the {PART_ROLES[part]}"), meta),
+        build,
     )
-    clvp = tortoise_pth.load_clvp_original(_required(path, tortoise_pth.CLVP_CHECKPOINT, "the CLVP scorer"), clvp_config)
-    return autoregressive, clvp
 
 
-def _load_huggingface(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
+def _native_part(path: Path, part: str, meta_json: dict[str, Any]) -> ModelPart:
+    name = native.weights_file(part)
+    return ModelPart(
+        part,
+        (name,),
+        lambda meta: native.read_part(path, part, meta),
+        lambda state: native.build_part(meta_json, part, dict(state), str(path / name)),
+    )
+
+
+def hf_weight_files(path: Path) -> tuple[str, ...]:
+    """The Hugging Face weights files the loader reads: model.safetensors, else the index and its shards, else the
+    .bin (model.safetensors when there is none of them, to name what is missing)."""
+    if (path / hf_clvp.SAFETENSORS_FILE).is_file():
+        return (hf_clvp.SAFETENSORS_FILE,)
+    if (path / hf_clvp.SAFETENSORS_INDEX).is_file():
+        shards = _read_json(path / hf_clvp.SAFETENSORS_INDEX).get("weight_map", {}).values()
+        return (hf_clvp.SAFETENSORS_INDEX, *sorted(set(shards)))
+    if (path / hf_clvp.TORCH_FILE).is_file():
+        return (hf_clvp.TORCH_FILE,)
+    return (hf_clvp.SAFETENSORS_FILE,)
+
+
+def _hf_parts(path: Path) -> dict[str, ModelPart]:
+    """The decoder and the scorer of a Hugging Face folder: one checkpoint, each reading its own keys."""
     config = _read_json(path / hf_clvp.CONFIG_FILE)
-    clvp = hf_clvp.load_clvp_hf(path, config)
-    state = hf_clvp.read_hf_clvp_state(path, keep=lambda key: key.startswith(("conditioning_encoder.", "speech_decoder_model.")))
-    return load_autoregressive_hf(state, config), clvp
+    files = hf_weight_files(path)
+    source = str(path / files[0])
+
+    def decoder_keys(key: str) -> bool:
+        return key.startswith(HF_AUTOREGRESSIVE_PREFIXES)
+
+    return {
+        "autoregressive": ModelPart(
+            "autoregressive", files,
+            lambda meta: hf_clvp.read_hf_clvp_state(path, decoder_keys, meta),
+            lambda state: load_autoregressive_hf(state, config),
+        ),
+        "clvp": ModelPart(
+            "clvp", files,
+            lambda meta: hf_clvp.read_hf_clvp_state(path, meta=meta),
+            lambda state: hf_clvp.load_clvp_hf(state, config, source),
+        ),
+    }
 
 
-def load_models(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModels:
+def model_parts(path: Path, layout: str) -> dict[str, ModelPart]:
+    """The models `load_models` reads from a folder of `layout`: the decoder and the scorer always (reading one whose
+    file is missing is an error), the diffusion decoder and the vocoder where the folder has them. Raises
+    `CheckpointError` when the folder's own sizes file (tortoise_clvp.json, config.json) cannot be read."""
+    if layout == "native":
+        meta_json = native.read_meta(path)
+        listed = [part for part in PARTS if part in REQUIRED_PARTS or part in meta_json]
+        return {part: _native_part(path, part, meta_json) for part in listed}
+    sizes = _read_json(path / native.CONFIG_FILE) if (path / native.CONFIG_FILE).is_file() else {}
+    parts = _hf_parts(path) if layout == "huggingface" else {p: _original_part(path, p, sizes) for p in REQUIRED_PARTS}
+    for part in PARTS:
+        if part not in parts and (path / ORIGINAL_FORMATS[part].filename).is_file():
+            parts[part] = _original_part(path, part, sizes)
+    return parts
+
+
+def load_models(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModels:
     """Load a model directory of any layout; models in eval mode on `device`, the decoder in `dtype`."""
     if dtype not in MODEL_DTYPES:
         raise OptionsError(f"dtype must be one of {', '.join(map(str, MODEL_DTYPES))}, got {dtype!r}")
     path = Path(path).expanduser()
     layout = detect_layout(path)
-    tokenizer = BpeTokenizer(_required(path, TOKENIZER_FILENAME, "Tortoise's BPE vocabulary"))
-    mel_norms = load_mel_norms(_required(path, MEL_NORMS_FILE, "Tortoise's conditioning mel norms"))
-    loader = {"tortoise": _load_tortoise, "huggingface": _load_huggingface, "native": native.load_native}[layout]
-    autoregressive, clvp = loader(path)
-    diffusion, vocoder = (native.load_native_waveform_models if layout == "native" else _load_original_waveform_models)(path)
+    tokenizer, mel_norms = (reader(required_file(path, name, role)) for name, (role, reader) in DATA_FILES.items())
+    models = {name: part.load() for name, part in model_parts(path, layout).items()}
+    autoregressive, clvp = models["autoregressive"], models["clvp"]
+    diffusion, vocoder = models.get("diffusion"), models.get("vocoder")
     check_parts_fit(autoregressive, diffusion, vocoder, path)
     try:
         device = torch.device(device)

@@ -3,7 +3,8 @@
 A native directory holds ``tortoise_clvp.json`` (format version and each model's config), one
 ``<part>.safetensors`` per model (autoregressive and clvp always; diffusion and vocoder when converted from
 a folder that had them), and Tortoise's ``tokenizer.json`` / ``mel_norms.pth`` copied as they are.
-`model_dir.convert` writes one from any supported layout, atomically.
+`model_dir.convert` writes one from any supported layout, atomically; `model_dir.model_parts` reads it with
+`read_meta`, `read_part` and `build_part`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-from ..errors import CheckpointError, describe
+from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.vocoder import UnivNetVocoder
-from .strict import load_strict
+from .strict import load_into_meta_model, read_safetensors
 
 CONFIG_FILE = "tortoise_clvp.json"
 FORMAT_NAME = "tortoise_clvp"
@@ -46,47 +46,42 @@ def weights_file(part: str) -> str:
     return f"{part}.safetensors"
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
+def read_meta(path: Path) -> dict[str, Any]:
+    """The folder's ``tortoise_clvp.json``, checked to be this format and version."""
     try:
         meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"cannot read {path / CONFIG_FILE} ({exc}); convert the model again") from None
-    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
+        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (type(meta).__name__, None)
         raise CheckpointError(
-            f"{path / CONFIG_FILE} is format {meta.get('format')!r} version {meta.get('version')!r}; this package "
-            f"reads {FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
+            f"{path / CONFIG_FILE} is format {found[0]!r} version {found[1]!r}; this package reads "
+            f"{FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
         )
     return meta
 
 
-def _load_part(path: Path, meta: dict[str, Any], part: str) -> nn.Module:
+def read_part(path: Path, part: str, meta: bool = False) -> dict[str, torch.Tensor]:
+    """A part's stored tensors (only their shapes, as meta tensors, with `meta`)."""
+    file = path / weights_file(part)
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; convert the model again (clvp-tts convert SRC DST)")
+    return read_safetensors(file, meta=meta)
+
+
+def build_part(meta: dict[str, Any], part: str, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """The eval-mode float32 model of `part` with `state` loaded strictly (every key and shape checked; float16
+    storage comes back as float32); its config comes from the folder's `meta`. Meta tensors give a meta model."""
     config_class, model_class = PARTS[part]
     try:
         config = config_class.from_dict(meta[part])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE} has no valid {part} config ({exc}); convert the model again") from None
-    file = path / weights_file(part)
-    if not file.is_file():
-        raise CheckpointError(f"{file} is missing; convert the model again (clvp-tts convert SRC DST)")
-    try:
-        state = load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {file} ({describe(exc)}); it is corrupt: convert again") from None
+        raise CheckpointError(
+            f"{source}: {CONFIG_FILE} has no valid {part} config ({exc}); convert the model again"
+        ) from None
     with torch.device("meta"):
         model = model_class(config)
-    return load_strict(model, state, str(file)).eval()
-
-
-def load_native(path: Path) -> tuple[AutoregressiveModel, ClvpModel]:
-    """The decoder and the scorer of a native directory (strict: every key and shape checked)."""
-    meta = _read_meta(path)
-    return _load_part(path, meta, "autoregressive"), _load_part(path, meta, "clvp")
-
-
-def load_native_waveform_models(path: Path) -> tuple[DiffusionModel | None, UnivNetVocoder | None]:
-    """The diffusion decoder and the vocoder of a native directory, None for a part it was converted without."""
-    meta = _read_meta(path)
-    return tuple(_load_part(path, meta, part) if part in meta else None for part in ("diffusion", "vocoder"))
+    return load_into_meta_model(model, state, source)
 
 
 def save_native(destination: str | Path, parts: dict[str, nn.Module], assets: Path, overwrite: bool = False) -> Path:

@@ -1,8 +1,8 @@
 """Tortoise's diffusion_decoder.pth (`DiffusionTts` state dict) -> `DiffusionModel`.
 
-Same pattern as the sections of `tortoise_pth`: an explicit key map built from the config, sizes read from
-tensor shapes, a strict check of every key and shape in the file's own names, then a strict load.
-The file holds exactly the model's parameters (api.py loads it with strict=True): nothing is dropped.
+An explicit key map built from the config, sizes read from tensor shapes, every key and shape checked in the
+file's own names; `load_diffusion_original` runs them through `original.load_part`. The file holds exactly the
+model's parameters (the original loads it with strict=True): nothing is dropped.
 """
 
 from __future__ import annotations
@@ -22,14 +22,8 @@ from ..models.diffusion import (
     TIMESTEP_INTEGRATOR_LAYERS,
     DiffusionModel,
 )
+from .original import OriginalFormat, StateSource, deinterleave_heads, load_part, wrong_slot
 from .strict import check_state_dict, shape_of
-from .tortoise_pth import (
-    StateSource,
-    _deinterleave_heads,
-    _load_into_meta_model,
-    _read_state,
-    _wrong_slot,
-)
 
 DIFFUSION_CHECKPOINT = "diffusion_decoder.pth"
 # Constructor arguments of DiffusionTts that only matter for training (or pick autocast, a runtime choice).
@@ -114,19 +108,21 @@ def diffusion_config_from_state(state: Mapping[str, Any], source: str = "the dif
     )
 
 
-def _require_diffusion(state: Mapping[str, Any], source: str) -> None:
+def _plain_diffusion(state: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """`state` itself once it is known to be a diffusion_decoder.pth-style state dict."""
     if not all(isinstance(v, torch.Tensor) for v in state.values()) \
             or not any(k.startswith("code_converter.") for k in state) \
             or not any(k.startswith("conditioning_timestep_integrator.") for k in state):
-        raise _wrong_slot(state, source, f"a diffusion decoder checkpoint ({DIFFUSION_CHECKPOINT})")
+        raise wrong_slot(state, source, f"a diffusion decoder checkpoint ({DIFFUSION_CHECKPOINT})")
+    return state
 
 
 def diffusion_state_from_original(
     state: Mapping[str, torch.Tensor], config: DiffusionConfig, source: str = "the diffusion state dict"
 ) -> dict[str, torch.Tensor]:
     """Check diffusion_decoder.pth against ``config`` (every key and shape, in the file's names) and convert it:
-    attention qkv rows de-interleaved from per head [q_h k_h v_h] to [q; k; v] (quirk 7)."""
-    _require_diffusion(state, source)
+    attention qkv rows de-interleaved from per head [q_h k_h v_h] to [q; k; v]."""
+    state = _plain_diffusion(state, source)
     mapping = diffusion_key_map(config)
     with torch.device("meta"):
         ours = {k: v.shape for k, v in DiffusionModel(config).state_dict().items()}
@@ -143,18 +139,16 @@ def diffusion_state_from_original(
         if _ATTENTION_CONV_WEIGHT.search(key):
             value = value[..., 0]
         if _QKV.search(key):
-            value = _deinterleave_heads(value, config.num_heads)
+            value = deinterleave_heads(value, config.num_heads)
         converted[name] = value
     return converted
 
 
+FORMAT = OriginalFormat(DIFFUSION_CHECKPOINT, "diffusion", DiffusionModel, _plain_diffusion,
+                        diffusion_config_from_state, diffusion_state_from_original)
+
+
 def load_diffusion_original(path_or_state: StateSource, config: DiffusionConfig | None = None) -> DiffusionModel:
-    """Load Tortoise's diffusion_decoder.pth (a path or a state dict) into an eval-mode float32 `DiffusionModel`."""
-    state, source = _read_state(path_or_state)
-    _require_diffusion(state, source)
-    if config is None:
-        config = diffusion_config_from_state(state, source)
-    mapped = diffusion_state_from_original(state, config, source)
-    with torch.device("meta"):
-        model = DiffusionModel(config)
-    return _load_into_meta_model(model, {k: v.contiguous() for k, v in mapped.items()}, f"{source} (diffusion)")
+    """Load Tortoise's diffusion_decoder.pth (a path or a state dict) into an eval-mode float32 `DiffusionModel`.
+    With ``config=None`` the sizes come from the tensor shapes."""
+    return load_part(FORMAT, path_or_state, config)

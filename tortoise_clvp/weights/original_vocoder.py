@@ -9,9 +9,9 @@ norm right after loading (``eval(inference=True)``); here it is folded once, in 
 Also accepted: a bare state dict, one whose weight norm was already removed (plain ``weight``), and one saved with
 ``torch.nn.utils.parametrizations.weight_norm`` (``parametrizations.weight.original0`` = g, ``original1`` = v).
 
-Same pattern as the other sections of `tortoise_pth`: an explicit key map built from the config, the config from
-the constructor's kwargs or from tensor shapes, every key and shape checked in the file's own names, clear
-`CheckpointError`s.
+As for the other original files: an explicit key map built from the config, the config from the constructor's
+kwargs or from tensor shapes, every key and shape checked in the file's own names, clear `CheckpointError`s;
+`load_vocoder_original` runs them through `original.load_part`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,8 @@ import torch
 from ..config import VocoderConfig
 from ..errors import CheckpointError
 from ..models.vocoder import KPNET_RESIDUAL_BLOCKS, UnivNetVocoder
+from .original import OriginalFormat, StateSource, load_part, require_tensors, wrong_slot
 from .strict import check_state_dict, shape_of
-from .tortoise_pth import (
-    StateSource,
-    _load_into_meta_model,
-    _read_state,
-    _require_tensors,
-    _wrong_slot,
-)
 
 VOCODER_CHECKPOINT = "vocoder.pth"
 GENERATOR_ENTRY = "model_g"  # vocoder.pth wraps the generator's state dict in {'model_g': ...}
@@ -158,8 +152,7 @@ def vocoder_config_from_state(state: Mapping[str, Any], source: str = "the vocod
     Not stored in the file: the LeakyReLU slope (0.2 kept) and the dilation values; their count is, and the released
     (1, 3, 9, 27) is assumed when it is 4; other counts need a config.
     """
-    state = _unwrap(state, source)
-    _require_vocoder(state, source)
+    state = _plain_vocoder(state, source)
     channels, noise_dim, _ = _weight_shape(state, "conv_pre", source)
     blocks = sorted({int(m.group(1)) for key in state if (m := re.match(r"res_stack\.(\d+)\.convt_pre\.", key))})
     if blocks != list(range(len(blocks))) or not blocks:
@@ -200,23 +193,21 @@ def vocoder_config_from_state(state: Mapping[str, Any], source: str = "the vocod
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _unwrap(state: Mapping[str, Any], source: str) -> Mapping[str, Any]:
-    """vocoder.pth's ``{'model_g': state_dict}`` -> the state dict; a bare state dict passes through."""
+def _plain_vocoder(state: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """vocoder.pth's ``{'model_g': state_dict}`` -> the state dict (a bare state dict passes through), checked to be
+    a UnivNet generator's."""
     if GENERATOR_ENTRY in state and isinstance(state[GENERATOR_ENTRY], Mapping):
-        return state[GENERATOR_ENTRY]
-    if state and all(isinstance(v, Mapping) for v in state.values()):
+        state = state[GENERATOR_ENTRY]
+    elif state and all(isinstance(v, Mapping) for v in state.values()):
         raise CheckpointError(
             f"{source} is not a vocoder checkpoint ({VOCODER_CHECKPOINT}): it is a wrapper with entries "
             f"{sorted(state)[:8]} and no {GENERATOR_ENTRY!r}. Pass the right file for this slot."
         )
-    return state
-
-
-def _require_vocoder(state: Mapping[str, Any], source: str) -> None:
     wanted = f"a UnivNet vocoder checkpoint ({VOCODER_CHECKPOINT})"
-    _require_tensors(state, source, wanted)
+    require_tensors(state, source, wanted)
     if not (any(k.startswith("conv_pre.") for k in state) and any(k.startswith("res_stack.") for k in state)):
-        raise _wrong_slot(state, source, wanted)
+        raise wrong_slot(state, source, wanted)
+    return state
 
 
 def vocoder_state_from_original(
@@ -225,8 +216,7 @@ def vocoder_state_from_original(
     """Check a vocoder state dict against ``config`` (every key and shape, in the file's own names), fold its
     weight norm, put kernel_conv's rows in our order (`kernel_rows_to_ours`) and rename it to `UnivNetVocoder`'s
     keys."""
-    state = _unwrap(state, source)
-    _require_vocoder(state, source)
+    state = _plain_vocoder(state, source)
     layout = weight_layout(state)
     with torch.device("meta"):
         ours = {k: tuple(v.shape) for k, v in UnivNetVocoder(config).state_dict().items()}
@@ -257,15 +247,11 @@ def vocoder_state_from_original(
     return converted
 
 
+FORMAT = OriginalFormat(VOCODER_CHECKPOINT, "UnivNet vocoder", UnivNetVocoder, _plain_vocoder,
+                        vocoder_config_from_state, vocoder_state_from_original)
+
+
 def load_vocoder_original(path_or_state: StateSource, config: VocoderConfig | None = None) -> UnivNetVocoder:
     """Load Tortoise's vocoder.pth (a path, the ``{'model_g': ...}`` dict or a bare state dict) into an eval-mode
     float32 `UnivNetVocoder` with weight norm folded. With ``config=None`` the sizes come from the tensor shapes."""
-    state, source = _read_state(path_or_state)
-    state = _unwrap(state, source)
-    _require_vocoder(state, source)
-    if config is None:
-        config = vocoder_config_from_state(state, source)
-    mapped = vocoder_state_from_original(state, config, source)
-    with torch.device("meta"):
-        model = UnivNetVocoder(config)
-    return _load_into_meta_model(model, {k: v.contiguous() for k, v in mapped.items()}, f"{source} (UnivNet vocoder)")
+    return load_part(FORMAT, path_or_state, config)

@@ -7,9 +7,10 @@ Every load maps every key explicitly and checks every shape; a failure raises on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import CheckpointError, describe
@@ -17,8 +18,29 @@ from ..errors import CheckpointError, describe
 _LISTED = 12  # keys shown per category in an error message
 
 
-def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `.pth` state dict safely (`weights_only=True`, memory-mapped where the file allows it)."""
+# safetensors' dtype names -> torch's (for reading a file's shapes without its data)
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def to_meta(obj: Any) -> Any:
+    """Tensors -> same-shape meta tensors (nested mappings kept): checks and model building on the result read no
+    tensor data."""
+    if isinstance(obj, torch.Tensor):
+        return torch.empty(obj.shape, dtype=obj.dtype, device="meta")
+    if isinstance(obj, Mapping):
+        return {k: to_meta(v) for k, v in obj.items()}
+    return obj
+
+
+def read_torch_checkpoint(path: str | Path, meta: bool = False) -> dict[str, torch.Tensor]:
+    """Read a `.pth` state dict safely (`weights_only=True`, memory-mapped where the file allows it).
+
+    With `meta`, the tensors come back as meta tensors of the same shapes and dtypes (nothing is copied out of the
+    memory-mapped file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}. Download the model files or pass the right directory.")
@@ -36,9 +58,40 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         ) from None
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         if isinstance(obj, Mapping) and all(isinstance(v, Mapping) for v in obj.values()):
-            return dict(obj)  # a wrapper such as {'model_g': state_dict}; the caller unwraps it
+            obj = dict(obj)  # a wrapper such as {'model_g': state_dict}; the caller unwraps it
+            return to_meta(obj) if meta else obj
         raise CheckpointError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}).")
-    return dict(obj)
+    return to_meta(dict(obj)) if meta else dict(obj)
+
+
+def read_safetensors(
+    path: str | Path, keep: Callable[[str], bool] | None = None, meta: bool = False
+) -> dict[str, torch.Tensor]:
+    """The tensors of a `.safetensors` file whose names pass `keep` (all by default; the rest is never read).
+
+    With `meta`, only the header is read: meta tensors of the stored shapes and dtypes. A truncated or foreign file
+    is a `CheckpointError` either way (safetensors checks that the header covers the whole file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}. Download the model files or pass the right directory.")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            names = [name for name in handle.keys() if keep is None or keep(name)]
+            if not meta:
+                return {name: handle.get_tensor(name) for name in names}
+            state = {}
+            for name in names:
+                stored = handle.get_slice(name)
+                if stored.get_dtype() not in _SAFETENSORS_DTYPES:
+                    raise ValueError(f"tensor {name} has unsupported dtype {stored.get_dtype()}")
+                dtype = _SAFETENSORS_DTYPES[stored.get_dtype()]
+                state[name] = torch.empty(stored.get_shape(), dtype=dtype, device="meta")
+            return state
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"cannot read {path} as a safetensors file ({describe(exc)}). "
+            "The file is corrupt or truncated: download or convert it again."
+        ) from None
 
 
 def shape_of(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
@@ -89,3 +142,12 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str)
     check_state_dict(expected, state, what)
     module.load_state_dict(dict(state), strict=True, assign=any(p.is_meta for p in module.parameters()))
     return module
+
+
+def load_into_meta_model(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> nn.Module:
+    """Load `state` strictly into a model built on the meta device: its tensors become the parameters (float32,
+    no second copy). Returns the model in eval mode without gradients. Meta tensors in give a meta model out: every
+    key and shape checked, no data read (what `describe_model_dir` uses)."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    load_strict(model, state, what)
+    return model.eval().requires_grad_(False)
