@@ -154,3 +154,18 @@ def test_the_cli_says_once_on_stderr_when_it_uses_the_bundled_model(tiny_model_d
     assert "bundled" not in result.stdout
     named = CliRunner().invoke(app, [*args, "--models-dir", str(tiny_model_dir)])
     assert named.exit_code == 0 and "bundled" not in named.stderr
+
+
+def test_info_without_a_folder_describes_the_one_found(tiny_model_dir, tmp_path, monkeypatch):
+    from tortoise_clvp.cli import app
+
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(discovery, "default_cache_dirs", lambda: [])
+    monkeypatch.setattr(discovery, "BUNDLED_MODEL_DIR", tiny_model_dir)
+    result = CliRunner().invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    assert "Found through the bundled model." in result.stdout and f"Model directory: {tiny_model_dir}" in result.stdout
+    monkeypatch.setattr(discovery, "BUNDLED_MODEL_DIR", tmp_path / "none")
+    missing = CliRunner().invoke(app, ["info"])
+    assert missing.exit_code == 2 and "none found" in missing.output and "Traceback" not in missing.output

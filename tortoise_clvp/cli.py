@@ -312,11 +312,20 @@ def download(
 
 
 @app.command()
-def info(directory: Annotated[Path, typer.Argument(help="A model directory.")]) -> None:
+def info(
+    directory: Annotated[
+        Optional[Path], typer.Argument(help="A model directory (default: the one the other commands would use).")
+    ] = None,
+) -> None:
     """Show what a model directory holds: layout, files, sizes, parameter counts, usable stages."""
+    from .weights.discovery import MODEL_SOURCES, resolve_models_dir
     from .weights.info import describe_model_dir, format_info
 
     with _clear_errors():
+        if directory is None:
+            resolved = resolve_models_dir()
+            typer.echo(f"Found through {MODEL_SOURCES[resolved.source]}.")
+            directory = resolved.path
         typer.echo(format_info(describe_model_dir(directory)))
 
 
