@@ -18,7 +18,14 @@ from ..errors import CheckpointError
 from ..frontend.text import TOKENIZER_FILENAME
 from . import hf_clvp, native
 from .download import TORTOISE_DATA_URL, TORTOISE_REPO_ID, default_download_dir
-from .model_dir import DATA_FILES, MEL_NORMS_FILE, ORIGINAL_FORMATS, REQUIRED_PARTS, detect_layout, model_parts
+from .model_dir import (
+    DATA_FILES,
+    MEL_NORMS_FILE,
+    ORIGINAL_FORMATS,
+    REQUIRED_PARTS,
+    detect_layout,
+    model_parts,
+)
 
 MODELS_ENV = "TORTOISE_MODELS_DIR"
 # The small native model shipped as package data (a wheel carries it too); absent until one is trained and exported.

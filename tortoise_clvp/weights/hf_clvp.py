@@ -18,7 +18,6 @@ Differences between HF's CLVP and the original that matter when reading its file
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,10 +27,19 @@ import torch
 from ..config import ClvpConfig
 from ..errors import CheckpointError
 from ..models.clvp import ClvpModel
-from .hf_autoregressive import HF_AUTOREGRESSIVE_PREFIXES  # the same file's decoder keys: not CLVP's business
+from .hf_autoregressive import (
+    HF_AUTOREGRESSIVE_PREFIXES,  # the same file's decoder keys: not CLVP's business
+)
 from .original import StateSource, guess_checkpoint_kind
 from .original_clvp import check_rotary_buffer
-from .strict import check_state_dict, load_into_meta_model, read_safetensors, read_torch_checkpoint, shape_of
+from .strict import (
+    check_state_dict,
+    load_into_meta_model,
+    read_json,
+    read_safetensors,
+    read_torch_checkpoint,
+    shape_of,
+)
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -101,19 +109,6 @@ def clvp_hf_key_map(config: ClvpConfig) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"Hugging Face config not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path} as JSON ({type(exc).__name__}: {exc}).") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object")
-    return data
-
-
 def clvp_config_from_hf(config: Mapping[str, Any] | str | Path) -> ClvpConfig:
     """A `ClvpConfig` from a ``ClvpConfig`` config.json (a dict, the file, or its folder): ``text_config`` and
     ``speech_config`` give the two towers. Missing fields take transformers' defaults, as HF itself does."""
@@ -121,7 +116,7 @@ def clvp_config_from_hf(config: Mapping[str, Any] | str | Path) -> ClvpConfig:
     if isinstance(config, (str, Path)):
         path = Path(config)
         path = path / CONFIG_FILE if path.is_dir() else path
-        source, config = str(path), _read_json(path)
+        source, config = str(path), read_json(path)
     model_type = config.get("model_type", "clvp")
     if model_type != "clvp":
         raise CheckpointError(f"{source} is a {model_type!r} config, not a Hugging Face CLVP ('clvp') config")
@@ -270,7 +265,7 @@ def read_hf_clvp_state(
         if (path / SAFETENSORS_FILE).is_file():
             return read_safetensors(path / SAFETENSORS_FILE, keep, meta)
         if (path / SAFETENSORS_INDEX).is_file():
-            weight_map = _read_json(path / SAFETENSORS_INDEX).get("weight_map", {})
+            weight_map = read_json(path / SAFETENSORS_INDEX).get("weight_map", {})
             shards = sorted({shard for key, shard in weight_map.items() if keep(key)})
             if not shards:
                 raise CheckpointError(f"{path / SAFETENSORS_INDEX} lists none of the tensors needed; re-download the model")

@@ -16,7 +16,6 @@ them and `info.describe_model_dir` checks them on the meta device, so both follo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -32,10 +31,17 @@ from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.vocoder import UnivNetVocoder
-from . import hf_clvp, native, original_autoregressive, original_clvp, original_diffusion, original_vocoder
+from . import (
+    hf_clvp,
+    native,
+    original_autoregressive,
+    original_clvp,
+    original_diffusion,
+    original_vocoder,
+)
 from .hf_autoregressive import HF_AUTOREGRESSIVE_PREFIXES, load_autoregressive_hf
 from .original import OriginalFormat, load_part
-from .strict import read_torch_checkpoint
+from .strict import read_json, read_torch_checkpoint
 
 MEL_NORMS_FILE = "mel_norms.pth"
 MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -123,16 +129,6 @@ def required_file(path: Path, name: str, what: str) -> Path:
     return file
 
 
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {file} as JSON ({exc}); restore or re-download it") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{file} does not hold a JSON object; restore or re-download it")
-    return data
-
-
 def _original_part(path: Path, part: str, sizes: Mapping[str, Any]) -> ModelPart:
     """An original-release .pth; its sizes from tortoise_clvp.json where it names them, else from the shapes."""
     fmt = ORIGINAL_FORMATS[part]
@@ -170,7 +166,7 @@ def hf_weight_files(path: Path) -> tuple[str, ...]:
     if (path / hf_clvp.SAFETENSORS_FILE).is_file():
         return (hf_clvp.SAFETENSORS_FILE,)
     if (path / hf_clvp.SAFETENSORS_INDEX).is_file():
-        shards = _read_json(path / hf_clvp.SAFETENSORS_INDEX).get("weight_map", {}).values()
+        shards = read_json(path / hf_clvp.SAFETENSORS_INDEX).get("weight_map", {}).values()
         return (hf_clvp.SAFETENSORS_INDEX, *sorted(set(shards)))
     if (path / hf_clvp.TORCH_FILE).is_file():
         return (hf_clvp.TORCH_FILE,)
@@ -179,7 +175,7 @@ def hf_weight_files(path: Path) -> tuple[str, ...]:
 
 def _hf_parts(path: Path) -> dict[str, ModelPart]:
     """The decoder and the scorer of a Hugging Face folder: one checkpoint, each reading its own keys."""
-    config = _read_json(path / hf_clvp.CONFIG_FILE)
+    config = read_json(path / hf_clvp.CONFIG_FILE)
     files = hf_weight_files(path)
     source = str(path / files[0])
 
@@ -208,7 +204,7 @@ def model_parts(path: Path, layout: str) -> dict[str, ModelPart]:
         meta_json = native.read_meta(path)
         listed = [part for part in PARTS if part in REQUIRED_PARTS or part in meta_json]
         return {part: _native_part(path, part, meta_json) for part in listed}
-    sizes = _read_json(path / native.CONFIG_FILE) if (path / native.CONFIG_FILE).is_file() else {}
+    sizes = read_json(path / native.CONFIG_FILE) if (path / native.CONFIG_FILE).is_file() else {}
     parts = _hf_parts(path) if layout == "huggingface" else {p: _original_part(path, p, sizes) for p in REQUIRED_PARTS}
     for part in PARTS:
         if part not in parts and (path / ORIGINAL_FORMATS[part].filename).is_file():

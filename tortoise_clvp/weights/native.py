@@ -20,13 +20,14 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
+from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, DvaeConfig, VocoderConfig
 from ..errors import CheckpointError
 from ..models.autoregressive import AutoregressiveModel
 from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
+from ..models.dvae import DiscreteVae
 from ..models.vocoder import UnivNetVocoder
-from .strict import load_into_meta_model, read_safetensors
+from .strict import load_into_meta_model, read_json, read_safetensors
 
 CONFIG_FILE = "tortoise_clvp.json"
 FORMAT_NAME = "tortoise_clvp"
@@ -38,6 +39,7 @@ PARTS: dict[str, tuple[Any, type[nn.Module]]] = {
     "clvp": (ClvpConfig, ClvpModel),
     "diffusion": (DiffusionConfig, DiffusionModel),
     "vocoder": (VocoderConfig, UnivNetVocoder),
+    "dvae": (DvaeConfig, DiscreteVae),  # models trained here: the speech codes' DVAE (fine-tuning, previews)
 }
 REQUIRED_PARTS = ("autoregressive", "clvp")
 
@@ -48,15 +50,11 @@ def weights_file(part: str) -> str:
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The folder's ``tortoise_clvp.json``, checked to be this format and version."""
-    try:
-        meta = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path / CONFIG_FILE} ({exc}); convert the model again") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
-        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (type(meta).__name__, None)
+    meta = read_json(path / CONFIG_FILE, "convert the model again")
+    if meta.get("format") != FORMAT_NAME or meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path / CONFIG_FILE} is format {found[0]!r} version {found[1]!r}; this package reads "
-            f"{FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
+            f"{path / CONFIG_FILE} is format {meta.get('format')!r} version {meta.get('version')!r}; this package "
+            f"reads {FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
         )
     return meta
 

@@ -22,7 +22,13 @@ from ..models.diffusion import (
     TIMESTEP_INTEGRATOR_LAYERS,
     DiffusionModel,
 )
-from .original import OriginalFormat, StateSource, deinterleave_heads, load_part, wrong_slot
+from .original import (
+    OriginalFormat,
+    StateSource,
+    deinterleave_heads,
+    load_part,
+    wrong_slot,
+)
 from .strict import check_state_dict, shape_of
 
 DIFFUSION_CHECKPOINT = "diffusion_decoder.pth"

@@ -25,7 +25,13 @@ import torch
 from ..config import VocoderConfig
 from ..errors import CheckpointError
 from ..models.vocoder import KPNET_RESIDUAL_BLOCKS, UnivNetVocoder
-from .original import OriginalFormat, StateSource, load_part, require_tensors, wrong_slot
+from .original import (
+    OriginalFormat,
+    StateSource,
+    load_part,
+    require_tensors,
+    wrong_slot,
+)
 from .strict import check_state_dict, shape_of
 
 VOCODER_CHECKPOINT = "vocoder.pth"

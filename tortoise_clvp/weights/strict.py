@@ -6,6 +6,7 @@ Every load maps every key explicitly and checks every shape; a failure raises on
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -92,6 +93,21 @@ def read_safetensors(
             f"cannot read {path} as a safetensors file ({describe(exc)}). "
             "The file is corrupt or truncated: download or convert it again."
         ) from None
+
+
+def read_json(path: str | Path, remedy: str = "restore or re-download it") -> dict[str, Any]:
+    """A JSON object file (a config, a sharded index), or a clear error saying it is missing or unreadable and what
+    to do (`remedy`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found; {remedy}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path} as JSON ({describe(exc)}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object; {remedy}")
+    return data
 
 
 def shape_of(state: Mapping[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
