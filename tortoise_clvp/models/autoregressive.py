@@ -133,10 +133,10 @@ def gelu_new(x: Tensor) -> Tensor:
     """GPT-2's tanh-approximate GELU, 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3).
 
     On CPU in float32 it is computed as the same function x * sigmoid(2z): a CPU tanh costs about three sigmoids,
-    and this is ~3% of a 16-candidate decode step. Elsewhere (one fused kernel on GPUs; bf16/fp16 rounding)
-    PyTorch's own op is used.
+    and this is ~3% of a 16-candidate decode step. Elsewhere (one fused kernel on GPUs; bf16/fp16 rounding; and in
+    training, where the in-place form would break autograd) PyTorch's own op is used.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32:
+    if x.device.type != "cpu" or x.dtype != torch.float32 or (x.requires_grad and torch.is_grad_enabled()):
         return F.gelu(x, approximate="tanh")
     z = x * x
     z.mul_(0.044715 * _TWO_SQRT_2_OVER_PI).add_(_TWO_SQRT_2_OVER_PI).mul_(x)
