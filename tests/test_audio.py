@@ -17,7 +17,8 @@ import torchaudio.functional as AF
 from tortoise_clvp import atomic
 from tortoise_clvp.errors import AudioError
 from tortoise_clvp.frontend import audio
-from tortoise_clvp.frontend.mel import load_mel_norms
+from tortoise_clvp.frontend.mel import CONDITIONING_SAMPLE_RATE, load_mel_norms
+from tortoise_clvp.pipeline import conditioning
 
 ATOL = 1e-4
 
@@ -36,7 +37,7 @@ def _clip_22k(clip, audio_tensors, reference_dir):
     key = f"{clip['name']}.load_audio_22050"
     if key in audio_tensors:
         return audio_tensors[key]
-    return audio.load_audio(reference_dir / clip["file"], audio.CONDITIONING_SAMPLE_RATE)
+    return audio.load_audio(reference_dir / clip["file"], CONDITIONING_SAMPLE_RATE)
 
 
 def _load_audio_keys(audio_cases, audio_tensors):
@@ -65,9 +66,9 @@ def test_every_clip_loads_mono_clamped_and_resampled(audio_cases, reference_dir)
         path = reference_dir / clip["file"]
         raw, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         assert rate == clip["file_rate"] and raw.shape == (clip["samples_in_file"], clip["channels"])
-        wav = audio.load_audio(path, audio.CONDITIONING_SAMPLE_RATE)
+        wav = audio.load_audio(path, CONDITIONING_SAMPLE_RATE)
         assert wav.shape[0] == 1
-        expected_len = -(-clip["samples_in_file"] * audio.CONDITIONING_SAMPLE_RATE // clip["file_rate"])
+        expected_len = -(-clip["samples_in_file"] * CONDITIONING_SAMPLE_RATE // clip["file_rate"])
         assert wav.shape[1] == expected_len, clip["name"]
         assert wav.abs().max() <= 1.0
         if np.abs(raw[:, 0]).max() > 1.0:  # the loud float clip: peaks above full scale are clipped
@@ -171,9 +172,9 @@ def test_load_audio_bad_rate(audio_cases, reference_dir, rate):
 # Conditioning -------------------------------------------------------------------------------------------------------
 def test_pad_or_trim():
     x = torch.arange(1.0, 6.0)[None]
-    assert audio.pad_or_trim(x, 5) is x
-    torch.testing.assert_close(audio.pad_or_trim(x, 3), x[:, :3])
-    torch.testing.assert_close(audio.pad_or_trim(x, 7), torch.tensor([[1.0, 2, 3, 4, 5, 0, 0]]))
+    assert conditioning.pad_or_trim(x, 5) is x
+    torch.testing.assert_close(conditioning.pad_or_trim(x, 3), x[:, :3])
+    torch.testing.assert_close(conditioning.pad_or_trim(x, 7), torch.tensor([[1.0, 2, 3, 4, 5, 0, 0]]))
 
 
 def test_format_conditioning_matches_every_clip(audio_cases, audio_tensors, mel_norms, reference_dir):
@@ -184,9 +185,9 @@ def test_format_conditioning_matches_every_clip(audio_cases, audio_tensors, mel_
             continue
         wav = _clip_22k(clip, audio_tensors, reference_dir)
         seed = clip["format_conditioning_seed"]
-        start = audio.conditioning_crop_start(wav.shape[-1], random.Random(seed))
+        start = conditioning.conditioning_crop_start(wav.shape[-1], random.Random(seed))
         assert start == clip["format_conditioning_crop_start"], clip["name"]
-        got = audio.format_conditioning(wav, mel_norms, random.Random(seed))
+        got = conditioning.format_conditioning(wav, mel_norms, random.Random(seed))
         assert tuple(got.shape) == _shape(audio_cases, key)
         torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
         checked += 1
@@ -205,7 +206,7 @@ def test_format_conditioning_uses_global_random_without_rng(audio_cases, audio_t
     state = random.getstate()
     try:
         random.seed(clip["format_conditioning_seed"])
-        got = audio.format_conditioning(wav, mel_norms)
+        got = conditioning.format_conditioning(wav, mel_norms)
     finally:
         random.setstate(state)
     torch.testing.assert_close(got, audio_tensors[f"{clip['name']}.format_conditioning"], atol=ATOL, rtol=0)
@@ -214,22 +215,22 @@ def test_format_conditioning_uses_global_random_without_rng(audio_cases, audio_t
 def test_crop_only_draws_when_needed():
     rng = random.Random(5)
     before = rng.getstate()
-    short = torch.ones(1, audio.CONDITIONING_SAMPLES - 10)
-    padded = audio.crop_conditioning(short, rng)
-    assert padded.shape == (1, audio.CONDITIONING_SAMPLES) and padded[0, -10:].eq(0).all()
-    exact = torch.ones(1, audio.CONDITIONING_SAMPLES)
-    assert audio.crop_conditioning(exact, rng) is exact
+    short = torch.ones(1, conditioning.CONDITIONING_SAMPLES - 10)
+    padded = conditioning.crop_conditioning(short, rng)
+    assert padded.shape == (1, conditioning.CONDITIONING_SAMPLES) and padded[0, -10:].eq(0).all()
+    exact = torch.ones(1, conditioning.CONDITIONING_SAMPLES)
+    assert conditioning.crop_conditioning(exact, rng) is exact
     assert rng.getstate() == before  # neither consumed randomness, as in the original
 
-    long = torch.arange(float(audio.CONDITIONING_SAMPLES + 100))[None]
+    long = torch.arange(float(conditioning.CONDITIONING_SAMPLES + 100))[None]
     start = random.Random(5).randint(0, 100)
-    cropped = audio.crop_conditioning(long, rng)
-    assert cropped.shape == (1, audio.CONDITIONING_SAMPLES) and cropped[0, 0].item() == start
+    cropped = conditioning.crop_conditioning(long, rng)
+    assert cropped.shape == (1, conditioning.CONDITIONING_SAMPLES) and cropped[0, 0].item() == start
 
 
 def test_format_conditioning_refuses_multichannel(mel_norms):
     with pytest.raises(AudioError, match="mono"):
-        audio.format_conditioning(torch.ones(2, 1000), mel_norms, random.Random(0))
+        conditioning.format_conditioning(torch.ones(2, 1000), mel_norms, random.Random(0))
 
 
 def test_diffusion_conditioning_clip_and_mel(audio_cases, audio_tensors, reference_dir):
@@ -238,15 +239,15 @@ def test_diffusion_conditioning_clip_and_mel(audio_cases, audio_tensors, referen
         name = clip["name"]
         wav = _clip_22k(clip, audio_tensors, reference_dir)
         resampled_key = f"{name}.resampled_24000"
-        clip_24k = audio.diffusion_conditioning_clip(wav)
-        assert clip_24k.shape == (1, audio.DIFFUSION_CONDITIONING_SAMPLES)
+        clip_24k = conditioning.diffusion_conditioning_clip(wav)
+        assert clip_24k.shape == (1, conditioning.DIFFUSION_CONDITIONING_SAMPLES)
         if resampled_key in audio_tensors:
             assert tuple(audio_tensors[resampled_key].shape) == _shape(audio_cases, resampled_key)
-            expected = audio.pad_or_trim(audio_tensors[resampled_key], audio.DIFFUSION_CONDITIONING_SAMPLES)
+            expected = conditioning.pad_or_trim(audio_tensors[resampled_key], conditioning.DIFFUSION_CONDITIONING_SAMPLES)
             torch.testing.assert_close(clip_24k, expected, atol=ATOL, rtol=0)
         key = f"{name}.diffusion_cond_mel"
         if key in audio_tensors:
-            got = audio.diffusion_conditioning_mel(wav)
+            got = conditioning.diffusion_conditioning_mel(wav)
             assert tuple(got.shape) == _shape(audio_cases, key)
             torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=name)
             checked += 1
@@ -255,9 +256,9 @@ def test_diffusion_conditioning_clip_and_mel(audio_cases, audio_tensors, referen
 
 def test_diffusion_conditioning_pads_short_clips():
     wav = torch.full((1, 22050), 0.1)
-    clip = audio.diffusion_conditioning_clip(wav)
+    clip = conditioning.diffusion_conditioning_clip(wav)
     n_24k = AF.resample(wav, 22050, 24000).shape[-1]
-    assert clip.shape == (1, audio.DIFFUSION_CONDITIONING_SAMPLES) and clip[0, n_24k:].eq(0).all()
+    assert clip.shape == (1, conditioning.DIFFUSION_CONDITIONING_SAMPLES) and clip[0, n_24k:].eq(0).all()
 
 
 # save_audio ---------------------------------------------------------------------------------------------------------

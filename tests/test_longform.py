@@ -44,8 +44,8 @@ def tts(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def clips(reference_dir):
-    return [reference_dir / "audio" / "speech_a_22k_mono_s16.wav"]
+def clips(speech_clips):
+    return [speech_clips["long_16k_float_loud"]]  # longer than the 6 s crop: the crop seed matters
 
 
 class _Counting:
@@ -91,6 +91,7 @@ def test_conditioning_is_computed_once_and_progress_names_the_chunk(long_run):
     assert len(conditioning_calls) == 1
     stages = {stage for stage, _, _ in events}
     assert {"chunk 1/3: sampling", "chunk 2/3: reranking", "chunk 3/3: diffusion"} <= stages
+    assert [event for event in events if event[0] == "conditioning"] == [("conditioning", 0, 1), ("conditioning", 1, 1)]
     assert [event for event in events if event[0] == "chunks"] == [("chunks", 1, 3), ("chunks", 2, 3), ("chunks", 3, 3)]
 
 
@@ -116,7 +117,7 @@ def test_first_chunk_is_what_generate_makes_with_the_run_seed(tts, clips, long_r
 
 def test_stream_yields_chunk_by_chunk_the_same_samples(tts, clips, long_run, monkeypatch):
     result, _, _ = long_run
-    conditioning = tts.get_conditioning(clips, SEED)  # what speak_long computed once; a Conditioning is used as is
+    conditioning = tts.get_conditioning(clips)  # what speak_long computed once; a Conditioning is used as is
     counted_conditioning = _Counting(tts.get_conditioning)
     generate = _Counting(tts.generate)
     monkeypatch.setattr(tts, "get_conditioning", counted_conditioning)
@@ -204,8 +205,9 @@ def test_bad_inputs_fail_before_anything_is_generated(tts, clips, tmp_path, monk
     for text in ["", "   \n\t ", " ... !! ?, ;: "]:
         with pytest.raises(InputTextError, match="nothing to speak"):
             stream_speech(tts, text, clips, OPTIONS, SEED)
+    too_long = "word " * (tts.models.autoregressive.config.max_text_tokens + 1)
     with pytest.raises(InputTextError, match=r"chunk 1/1 .*at most.*lower max_length"):
-        stream_speech(tts, "word " * 300, clips, OPTIONS, SEED, desired_length=1500, max_length=1500)
+        stream_speech(tts, too_long, clips, OPTIONS, SEED, desired_length=len(too_long), max_length=len(too_long))
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     with pytest.raises(WorkDirError, match="is a file"):

@@ -1,4 +1,5 @@
-"""The reranking benchmark: CLAP retrieval metrics on hand-made matrices, manifest errors, and a tiny end-to-end run."""
+"""The reranking report: CLAP retrieval metrics on hand-made matrices, manifest errors, and a tiny end-to-end run
+(tiny seeded models, synthesized clips)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from tortoise_clvp.bench.rerank_report import (
     seed_stability,
     top1_margin,
     true_pair_ranks,
-    voice_conditioning,
 )
 from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
 from tortoise_clvp.pipeline.decoding import DecodingOptions
@@ -168,8 +168,8 @@ def test_option_tables_cover_the_dataclasses():
 
 # manifest --------------------------------------------------------------------------------------------------------------
 @pytest.fixture
-def clip(reference_dir) -> Path:
-    return reference_dir / "audio" / "speech_a_22k_mono_s16.wav"
+def clip(speech_clip) -> Path:
+    return speech_clip
 
 
 def _write(tmp_path: Path, lines: list) -> Path:
@@ -251,20 +251,20 @@ def tts(tiny_model_dir):
 def test_too_long_text_fails_before_sampling_with_its_line(tts, tmp_path, clip):
     small = {"max_new_tokens": 8}
     path = _write(tmp_path, [{"text": "Short.", "voice": str(clip), "options": small},
-                             {"text": "word " * 80, "voice": str(clip), "options": small}])
+                             {"text": "word " * (tts.models.autoregressive.config.max_text_tokens + 1), "voice": str(clip),
+                              "options": small}])
     with pytest.raises(InputTextError, match=f"{path}:2:.*tokens long"):
         run_rerank_benchmark(tts, path, tmp_path / "out", candidates=(2,), seeds=(0,))
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_end_to_end_on_tiny_models(tts, tmp_path, reference_dir, monkeypatch):
-    audio = reference_dir / "audio"
+def test_end_to_end_on_tiny_models(tts, tmp_path, speech_clips, monkeypatch):
+    clip_a, clip_b = speech_clips["long_16k_float_loud"], speech_clips["mono_24k"]
     options = {"max_new_tokens": 8, "batch_size": 4}
     path = _write(tmp_path, [
-        {"text": "Good morning.", "voice": str(audio / "speech_a_22k_mono_s16.wav"), "options": options},
-        {"text": "How are you today?", "voice": [str(audio / "speech_b_24k_mono_s16.wav")], "options": options, "id": "how"},
-        {"text": "Fine, thanks.", "voice": os.path.relpath(audio / "speech_a_22k_mono_s16.wav", tmp_path),
-         "options": {**options, "temperature": 1.0}},
+        {"text": "Good morning.", "voice": str(clip_a), "options": options},
+        {"text": "How are you today?", "voice": [str(clip_b)], "options": options, "id": "how"},
+        {"text": "Fine, thanks.", "voice": os.path.relpath(clip_a, tmp_path), "options": {**options, "temperature": 1.0}},
     ])
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # plots are optional: the run must still succeed
     events = []
@@ -299,11 +299,9 @@ def test_end_to_end_on_tiny_models(tts, tmp_path, reference_dir, monkeypatch):
             assert [step["n"] for step in run["by_n"]] == [2, 4] and run["by_n"][-1]["same_as_largest"]
             assert run["by_n"][0]["chosen"] < 2
             assert run["timings"]["sampling_s"] > 0 and run["timings"]["scoring_s"] > 0
-    # rerunning a seed gives the same candidates: seeds are what vary them
-    full = tts.get_conditioning([audio / "speech_a_22k_mono_s16.wav"], seed=0)
-    voice = voice_conditioning(tts, [audio / "speech_a_22k_mono_s16.wav"], seed=0)
-    assert voice.diffusion is None and torch.equal(voice.autoregressive, full.autoregressive)
-    again = tts.candidates("Good morning.", voice,
+    # the report conditions through the one entry point (the fixed crop seed; clip_a is longer than the crop), so
+    # `candidates` on the clip itself gives the same candidates for a seed: seeds are what vary them
+    again = tts.candidates("Good morning.", [clip_a],
                            DecodingOptions(num_candidates=4, batch_size=4, max_new_tokens=8), seed=1)
     assert again.ranked.scores.tolist() == pytest.approx(data["texts"][0]["runs"][1]["scores"], abs=1e-5)
 
@@ -334,11 +332,11 @@ def test_end_to_end_on_tiny_models(tts, tmp_path, reference_dir, monkeypatch):
     assert throughput["wall_s"] > 0
 
 
-def test_plots_are_rendered_with_matplotlib(tts, tmp_path, reference_dir):
+def test_plots_are_rendered_with_matplotlib(tts, tmp_path, speech_clip):
     pytest.importorskip("matplotlib")  # in the test extra; optional for users (the bench extra)
     from PIL import Image
 
-    clip = str(reference_dir / "audio" / "speech_a_22k_mono_s16.wav")
+    clip = str(speech_clip)
     options = {"max_new_tokens": 6, "batch_size": 2}
     path = _write(tmp_path, [{"text": "One.", "voice": clip, "options": options},
                              {"text": "Two words.", "voice": clip, "options": options}])

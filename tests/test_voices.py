@@ -1,15 +1,22 @@
-"""Voice registry, resolving what the user types, and cached voice latents (tiny random models)."""
+"""Voice registry, resolving what the user types, and cached voice latents (tiny random models, synthesized clips);
+the bundled voices in a built wheel."""
 
 from __future__ import annotations
 
+import importlib.resources
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import BUNDLED_VOICES, REPO_ROOT
 
 from tortoise_clvp import AudioError, Conditioning, TextToSpeech
 from tortoise_clvp import voices as V
+from tortoise_clvp.seeds import CROP_SEED
 from tortoise_clvp.voices import (
     BUNDLED_VOICES_DIR,
     LatentCacheError,
@@ -35,13 +42,12 @@ def _clean_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def clips(reference_dir: Path) -> dict[str, Path]:
-    audio = reference_dir / "audio"
+def clips(speech_clips: dict[str, Path]) -> dict[str, Path]:
     return {
-        "a": audio / "speech_a_22k_mono_s16.wav",
-        "b": audio / "speech_b_24k_mono_s16.wav",
-        "c": audio / "speech_c_44k_stereo_s16.wav",
-        "d": audio / "speech_d_16k_mono_f32_loud.wav",  # 6.9 s: longer than the 6 s crop, so the seed matters
+        "a": speech_clips["mono_22k"],
+        "b": speech_clips["mono_24k"],
+        "c": speech_clips["stereo_44k"],
+        "d": speech_clips["long_16k_float_loud"],  # 6.9 s: longer than the 6 s crop, so the seed matters
     }
 
 
@@ -74,9 +80,9 @@ def count_calls(monkeypatch, tts) -> list:
     calls: list = []
     original = TextToSpeech.get_conditioning.__get__(tts)
 
-    def counting(clips, seed=None):
+    def counting(clips, seed=CROP_SEED, progress=None):
         calls.append((list(clips), seed))
-        return original(clips, seed)
+        return original(clips, seed, progress)
 
     monkeypatch.setattr(tts, "get_conditioning", counting)
     return calls
@@ -84,7 +90,9 @@ def count_calls(monkeypatch, tts) -> list:
 
 # Registry ---------------------------------------------------------------------------------------------------------
 def test_bundled_voices_are_listed():
-    assert BUNDLED_VOICES_DIR.is_dir()
+    # found through the installed package (the data package pyproject.toml maps onto voices/), not a repository path
+    assert BUNDLED_VOICES_DIR == Path(str(importlib.resources.files(V.BUNDLED_VOICES_PACKAGE)))
+    assert BUNDLED_VOICES_DIR.resolve() == BUNDLED_VOICES.resolve()  # an editable install: the repository's folder
     found = {v.name: v for v in list_voices()}
     for name in BUNDLED:
         assert found[name].source == "bundled"
@@ -117,6 +125,8 @@ def test_user_dirs_and_env_var(tmp_path, user_dir, clips, monkeypatch):
 
 def test_missing_bundled_folder_is_tolerated(monkeypatch, tmp_path):
     monkeypatch.setattr(V, "BUNDLED_VOICES_DIR", tmp_path / "not_installed")
+    assert list_voices() == []
+    monkeypatch.setattr(V, "BUNDLED_VOICES_DIR", None)  # the package installed without its voices
     assert list_voices() == []
     with pytest.raises(AudioError, match="No named voices"):
         resolve_voice("espeak_en")
@@ -200,11 +210,11 @@ def test_single_voice_matches_get_conditioning_and_caches(tts, user_dir, tmp_pat
     cache = tmp_path / "cache"
     before = folder_state(user_dir)
     spec = resolve_voice("alice", [user_dir])
-    direct = tts.get_conditioning(list(spec.clips), V.DEFAULT_CROP_SEED)
+    direct = tts.get_conditioning(list(spec.clips))
     calls = count_calls(monkeypatch, tts)
 
     first = voice_latents(tts, spec, cache)
-    assert len(calls) == 1 and not first.cached and first.cache_error is None and first.seed == V.DEFAULT_CROP_SEED
+    assert len(calls) == 1 and not first.cached and first.cache_error is None and first.seed == CROP_SEED
     assert first.cache_path is not None and first.cache_path.parent == cache and first.cache_path.is_file()
     assert first.conditioning.autoregressive.shape == (tts.models.autoregressive.config.model_dim,)
     assert first.conditioning.diffusion is not None
@@ -333,3 +343,27 @@ def test_model_identity_tracks_weights(tts):
         with torch.no_grad():
             weight.copy_(saved)
     assert V.model_identity(tts.models) == before
+
+
+def test_the_wheel_carries_the_bundled_voices(tmp_path):
+    """A wheel install finds the voices through the package: build one from the sources and look inside."""
+    source = tmp_path / "src"
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    for folder in ("tortoise_clvp", "voices"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=skip)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+        capture_output=True, text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package = V.BUNDLED_VOICES_PACKAGE.replace(".", "/")
+    for voice in list_voices():
+        if voice.source == "bundled":
+            assert {f"{package}/{voice.name}/{clip.name}" for clip in voice.clips} <= names
+    assert f"{package}/__init__.py" in names and "tortoise_clvp/voices.py" in names
+    assert not [name for name in names if name.startswith("voices/")]  # no top-level package named `voices`

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from .config import TOKENS
 from .errors import CheckpointError, InputTextError, OptionsError
-from .frontend.audio import CONDITIONING_SAMPLE_RATE, load_audio, save_audio
-from .frontend.mel import OUTPUT_SAMPLE_RATE
+from .frontend.audio import load_audio, save_audio
+from .frontend.mel import CONDITIONING_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
 from .models.packed_linear import pack_linears
 from .pipeline.conditioning import (
     Conditioning,
@@ -36,20 +36,33 @@ from .pipeline.trimming import (
     speech_lengths,
 )
 from .presets import DEFAULT_PRESET, GenerationOptions, preset
+from .seeds import CROP_SEED, seed_or_draw
 from .weights.discovery import resolve_models_dir
 from .weights.model_dir import LoadedModels, load_models
 
 Clip = Union[str, os.PathLike, Tensor]  # a file path, or 22.05 kHz mono samples
 Voice = Union[Conditioning, Sequence[Clip]]
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# progress(stage, done, total), called as work advances. Stages: "loading models" and "conditioning" (0 then 1 of 1),
+# "sampling" (speech tokens decoded per row, summed over the batches, out of batches x max_new_tokens: a batch whose
+# rows all stopped early jumps to its end), "candidates finished" (candidates that stopped or reached the budget),
+# "reranking" (CLVP batches), "diffusion" (sampler steps over all kept candidates), "vocoder" (waveforms).
+Progress = Callable[[str, int, int], None]
+WAVEFORM_SEED_OFFSET = 1  # the diffusion and vocoder noise come from seed + 1, token sampling from seed
 
-_SEED_RANGE = 2**31  # drawn seeds
-MAX_SEED = 2**62 - 1  # stages and chunks use seed + small offsets; torch takes seeds below 2**63
+
+def _reporter(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """`progress` bound to one stage, as the (done, total) callback the pipeline stages take."""
+    return None if progress is None else (lambda done, total: progress(stage, done, total))
 
 
-def check_seed(seed: int | None) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
-        raise OptionsError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype, or its name ('float32', 'bfloat16', 'float16')."""
+    if isinstance(dtype, str):
+        found = getattr(torch, dtype, None)
+        if not isinstance(found, torch.dtype):
+            raise OptionsError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        return found
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -106,8 +119,9 @@ class TextToSpeech:
         cls,
         model_dir: str | Path,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         compile: bool = False,
+        progress: Progress | None = None,
     ) -> "TextToSpeech":
         """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native).
 
@@ -117,15 +131,21 @@ class TextToSpeech:
         compile: `torch.compile` the diffusion denoiser, and the decoder's per-token step where its linears are not
         packed (a one-off compile cost of tens of seconds; needs a C++ compiler on CPU). On CPU in float32 the
         packed eager step is kept (the compiled one is 1.5x slower) and the denoiser gains only 1-5%
-        (benchmarks/compile_cpu.py).
+        (benchmarks/compile_cpu.py). dtype may also be given by name ('bfloat16'). On a CPU without AVX512-BF16
+        (or AMX) bfloat16 is emulated and runs slower than float32. progress: "loading models" 0 then 1 of 1.
         """
-        models = load_models(model_dir, device, dtype)
+        report = _reporter(progress, "loading models")
+        if report is not None:
+            report(0, 1)
+        models = load_models(model_dir, device, _as_dtype(dtype))
         packed = pack_linears(models.autoregressive)  # 0 where packing does not apply (not CPU float32)
         if compile:
             if not packed:
                 models.autoregressive.compile_decode_step()
             if models.diffusion is not None:
                 models.diffusion.compile_forward()
+        if report is not None:
+            report(1, 1)
         return cls(models)
 
     @classmethod
@@ -133,38 +153,78 @@ class TextToSpeech:
         cls,
         models_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         compile: bool = False,
+        progress: Progress | None = None,
     ) -> "TextToSpeech":
         """`from_local` on the model directory found the usual way: `models_dir`, else $TORTOISE_MODELS_DIR, else a
         download (`clvp-tts download`), a Hugging Face cache copy or the bundled small model
         (`weights.discovery.resolve_models_dir`); a clear error says how to get the files."""
-        return cls.from_local(resolve_models_dir(models_dir).path, device, dtype, compile)
+        return cls.from_local(resolve_models_dir(models_dir).path, device, dtype, compile, progress)
 
     @property
     def device(self) -> torch.device:
         return self.models.autoregressive.device
 
     def tokenize(self, text: str) -> Tensor:
-        """Text -> (T,) ids with the one stop id Tortoise appends (quirk 2); raises InputTextError if unspeakable:
-        empty, or without a single letter or digit once cleaned (only punctuation or emoji)."""
+        """Text -> (T,) ids ending in the text stop id that Tortoise's `tts()` appends (the decoder then adds its own
+        start and stop tokens around them); raises InputTextError if unspeakable: empty, or without a single letter
+        or digit once cleaned (only punctuation or emoji)."""
         ids = self.models.tokenizer.encode(text)
         if not any(char.isalnum() for char in self.models.tokenizer.clean(text)):
             raise InputTextError(f"{text[:60]!r} has nothing to speak: no letters or digits; give at least one word")
         return torch.tensor([*ids, TOKENS.text_stop], dtype=torch.long)
 
-    def get_conditioning(self, clips: Sequence[Clip], seed: int | None = None) -> Conditioning:
-        """Reference clips (paths or 22.05 kHz tensors) -> the voice's conditioning latent.
+    def check_text(self, text: str, options: DecodingOptions) -> Tensor:
+        """Pre-flight for one text: its ids (see `tokenize`), once they and the token budget fit the decoder's
+        position tables; InputTextError or OptionsError saying what to change otherwise."""
+        text_ids = self.tokenize(text)
+        check_lengths(self.models.autoregressive, text_ids, options)
+        return text_ids
 
-        Clips longer than 6 s are cropped at a random start; `seed` makes the crops repeatable.
+    def check_generation(self, voice: Voice, options: GenerationOptions | str) -> GenerationOptions:
+        """Pre-flight for making audio, before any work: the diffusion decoder and vocoder are loaded, `options` is a
+        GenerationOptions or a preset name (returned resolved), and a Conditioning passed as the voice has its
+        diffusion latent."""
+        models = self.models
+        if models.diffusion is None or models.vocoder is None:
+            raise CheckpointError(
+                "making audio needs the diffusion decoder and the vocoder: put Tortoise's diffusion_decoder.pth "
+                "and vocoder.pth in the model directory (candidates() works without them)"
+            )
+        options = preset(options) if isinstance(options, str) else options
+        if not isinstance(options, GenerationOptions):
+            raise OptionsError(f"options must be a GenerationOptions or a preset name, got {type(options).__name__}")
+        if isinstance(voice, Conditioning) and voice.diffusion is None:
+            raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")
+        return options
+
+    def get_conditioning(
+        self, clips: Sequence[Clip], seed: int = CROP_SEED, progress: Progress | None = None
+    ) -> Conditioning:
+        """Reference clips (paths or 22.05 kHz tensors) -> the voice's conditioning latents: the one entry point that
+        turns clips into a voice, used by `candidates`, `generate`, long texts, the latent cache and the reranking
+        report alike.
+
+        Clips longer than 6 s are cropped at random starts drawn, clip by clip in the given order, from `seed`
+        (default `seeds.CROP_SEED`, whatever the generation seed, so a voice always gives the same latents).
+        progress: "conditioning" 0 then 1 of 1.
         """
         if isinstance(clips, (str, os.PathLike, Tensor)):
             clips = [clips]
+        report = _reporter(progress, "conditioning")
+        if report is not None:
+            report(0, 1)
         waves = [clip if isinstance(clip, Tensor) else load_audio(clip, CONDITIONING_SAMPLE_RATE) for clip in clips]
-        rng = random.Random(seed)
-        latent = autoregressive_conditioning(self.models.autoregressive, waves, self.models.mel_norms, rng)
+        latent = autoregressive_conditioning(self.models.autoregressive, waves, self.models.mel_norms, random.Random(seed))
         diffusion = self.models.diffusion
-        return Conditioning(latent, None if diffusion is None else diffusion_conditioning(diffusion, waves))
+        conditioning = Conditioning(latent, None if diffusion is None else diffusion_conditioning(diffusion, waves))
+        if report is not None:
+            report(1, 1)
+        return conditioning
+
+    def _conditioning(self, voice: Voice, progress: Progress | None) -> Conditioning:
+        return voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, progress=progress)
 
     def candidates(
         self,
@@ -177,52 +237,60 @@ class TextToSpeech:
         progress: Progress | None = None,
     ) -> CandidateResult:
         """Sample `options.num_candidates` speech-token candidates, rank them with CLVP, and return the `k` best
-        with their diffusion latents. The same `seed` gives the same result; None draws one (reported back)."""
+        with their diffusion latents. The same `seed` gives the same result; None draws one (reported back).
+        progress: the stages "conditioning" (clips only), "sampling", "candidates finished" and "reranking"."""
         if not isinstance(options, DecodingOptions):
             raise OptionsError(f"candidates() takes DecodingOptions, got {type(options).__name__}")
-        check_seed(seed)
-        total = sum(options.batch_sizes())
+        seed = seed_or_draw(seed)
+        batches = options.batch_sizes()
+        total = sum(batches)
         if not 1 <= k <= total:
             raise OptionsError(f"k={k} best candidates requested but only {total} are sampled; use 1 <= k <= {total}")
-        seed = random.randrange(_SEED_RANGE) if seed is None else seed
         timings: dict[str, float] = {}
         models = self.models
 
-        def report(stage: str) -> Callable[[int, int], None] | None:
-            return None if progress is None else (lambda done, of: progress(stage, done, of))
-
         start = time.perf_counter()
-        text_ids = self.tokenize(text)
-        check_lengths(models.autoregressive, text_ids, options)
-        conditioning = voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, seed)
+        text_ids = self.check_text(text, options)
+        conditioning = self._conditioning(voice, progress)
         timings["conditioning"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        budget = len(batches) * options.max_new_tokens
+
+        def on_step(tokens: int, finished: int) -> None:
+            progress("sampling", tokens, budget)
+            progress("candidates finished", finished, total)
+
         generator = torch.Generator(self.device).manual_seed(seed)
-        raw = sample_candidates(models.autoregressive, conditioning.autoregressive, text_ids, options, generator, report("sampling"))
+        raw = sample_candidates(
+            models.autoregressive, conditioning.autoregressive, text_ids, options, generator,
+            on_step=None if progress is None else on_step,
+        )
         timings["sampling"] = time.perf_counter() - start
 
         start = time.perf_counter()
         tokens = models.autoregressive.config.tokens
         fixed = fix_speech_decoder_output(raw, tokens).cpu()
-        ranked = rank(fixed, score_candidates(models.clvp, text_ids, fixed, clvp_batch_size, report("reranking")))
+        scores = score_candidates(models.clvp, text_ids, fixed, clvp_batch_size, _reporter(progress, "reranking"))
+        ranked = rank(fixed, scores)
         best = ranked.best(k)
         timings["reranking"] = time.perf_counter() - start
 
         start = time.perf_counter()
         latents = self._latents(conditioning, text_ids, fixed[best])
         timings["latents"] = time.perf_counter() - start
-        return CandidateResult(text_ids, raw.cpu(), speech_lengths(raw, tokens).cpu(), ranked, best, latents, seed, timings)
+        lengths = speech_lengths(raw, tokens).cpu()
+        return CandidateResult(text_ids, raw.cpu(), lengths, ranked, best, latents, seed, timings)
 
     @torch.inference_mode()
     def _latents(self, conditioning: Conditioning, text_ids: Tensor, codes: Tensor) -> list[Tensor]:
-        """Teacher-forced decoder latents of fixed codes (k, L), each cut after the calm run (quirk 15)."""
+        """Teacher-forced decoder latents of fixed codes (k, L), each cut where the calm run after the speech reaches
+        its trimming length (the diffusion decoder gets a few calm frames to end the speech on)."""
         model = self.models.autoregressive
         k = codes.shape[0]
         cond = conditioning.autoregressive.to(model.device, model.dtype).expand(k, -1)
         latents = model.speech_latents(cond, text_ids.to(model.device).expand(k, -1), codes.to(model.device))
         return [latents[i, : calm_trim_length(codes[i], model.config.tokens)].float().cpu() for i in range(k)]
-
 
     def generate(
         self,
@@ -234,29 +302,20 @@ class TextToSpeech:
     ) -> Speech:
         """Speak `text` in `voice` (clips or a Conditioning); `options` is a GenerationOptions or a preset name.
 
-        The same seed gives the same audio. Stages reported to `progress`: sampling, reranking, diffusion.
+        The same seed gives the same audio. progress: the stages of `candidates`, then "diffusion" and "vocoder".
+        For texts longer than the decoder takes, see `tortoise_clvp.longform` (`speak_long`, `stream_speech`).
         """
+        options = self.check_generation(voice, options)
+        seed = seed_or_draw(seed)
         models = self.models
-        if models.diffusion is None or models.vocoder is None:
-            raise CheckpointError(
-                "making audio needs the diffusion decoder and the vocoder: put Tortoise's diffusion_decoder.pth "
-                "and vocoder.pth in the model directory (candidates() works without them)"
-            )
-        options = preset(options) if isinstance(options, str) else options
-        if not isinstance(options, GenerationOptions):
-            raise OptionsError(f"generate() takes GenerationOptions or a preset name, got {type(options).__name__}")
-        check_seed(seed)
-        seed = random.randrange(_SEED_RANGE) if seed is None else seed
-        if isinstance(voice, Conditioning) and voice.diffusion is None:
-            raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")
         start = time.perf_counter()
-        conditioning = voice if isinstance(voice, Conditioning) else self.get_conditioning(voice, seed)
+        conditioning = self._conditioning(voice, progress)
         conditioned_in = time.perf_counter() - start
         result = self.candidates(text, conditioning, options.decoding, options.k, seed, options.clvp_batch_size, progress)
         timings = dict(result.timings)
         timings["conditioning"] += conditioned_in
 
-        generator = torch.Generator(self.device).manual_seed(seed + 1)  # waveform stage: its own stream
+        generator = torch.Generator(self.device).manual_seed(seed + WAVEFORM_SEED_OFFSET)
         mels, start = [], time.perf_counter()
         total = options.diffusion.steps * len(result.latents)
         for index, latents in enumerate(result.latents):
@@ -266,8 +325,13 @@ class TextToSpeech:
         timings["diffusion"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        report = _reporter(progress, "vocoder")
+        waveforms = []
         with torch.inference_mode():
-            waveforms = [models.vocoder.inference(mel[None].float(), generator)[0, 0].float().cpu() for mel in mels]
+            for index, mel in enumerate(mels):
+                waveforms.append(models.vocoder.inference(mel[None].float(), generator)[0, 0].float().cpu())
+                if report is not None:
+                    report(index + 1, len(mels))
         timings["vocoder"] = time.perf_counter() - start
         return Speech(waveforms, OUTPUT_SAMPLE_RATE, result, seed, timings)
 

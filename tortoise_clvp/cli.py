@@ -1,6 +1,9 @@
 """`clvp-tts`: the command line. It parses, calls the API and owns all output; no tensor code lives here.
 
-Heavy imports (torch, the models) happen inside the commands, so `--help` is instant.
+Heavy imports (torch, the models) happen inside the commands once the arguments are checked, so `--help`, `voices`
+and argument errors start in a fraction of a second. Speech comes from one library entry, `stream_speech`, which
+yields the text chunk by chunk (short texts are one chunk); the library reports progress through a callback and
+`_Progress` draws it.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from .seeds import MAX_SEED
+from .voices import AUDIO_SUFFIXES
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Tortoise text-to-speech, fast and faithful.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmark runs.")
 app.add_typer(bench_app, name="bench")
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 DTYPES = ("float32", "bfloat16", "float16")
 STDOUT = "-"
 INTERRUPTED = 130  # the shell's exit status for Ctrl-C
@@ -34,6 +39,9 @@ ModelsDir = Annotated[
                  "Face cache, the bundled model)."),
 ]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
+Seed = Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed; the same seed gives the same result.")]
+VoicesDir = Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
 def _fail(error: Exception | str, code: int = 2) -> None:
@@ -54,18 +62,24 @@ def _clear_errors() -> Iterator[None]:
         _fail("interrupted; nothing half-written was left behind", INTERRUPTED)
 
 
-def _load(models_dir: Optional[Path], device: str, dtype: str = "float32", compile: bool = False):
-    import torch
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
+
+def _load(models_dir: Optional[Path], device: str, dtype: str = "float32", compile: bool = False,
+          progress: Optional["_Progress"] = None):
+    """The models, found the way `TextToSpeech.from_pretrained` finds them (this is where torch is imported)."""
     from .api import TextToSpeech
     from .weights.discovery import resolve_models_dir
 
-    if dtype not in DTYPES:
-        _fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     resolved = resolve_models_dir(models_dir)
     if resolved.bundled:
-        typer.echo(BUNDLED_MODEL_NOTE, err=True)
-    return TextToSpeech.from_local(resolved.path, device, getattr(torch, dtype), compile)
+        if progress is not None and progress.bar is not None:
+            progress.note(BUNDLED_MODEL_NOTE)  # printed above the live progress display
+        else:
+            typer.echo(BUNDLED_MODEL_NOTE, err=True)
+    return TextToSpeech.from_local(resolved.path, device, dtype, compile, progress)
 
 
 def _read_text(text: Optional[str], text_file: Optional[Path]) -> str:
@@ -99,26 +113,48 @@ def _output_paths(output: str, keep: int, overwrite: bool) -> list[Path]:
     return paths
 
 
+def _voice_spec(voice: list[str], voices_dir: list[Path]):
+    """One --voice is any spec; several must be clips, which then form one voice. Needs no torch."""
+    from .voices import resolve_voice
+
+    if len(voice) == 1:
+        return resolve_voice(voice[0], voices_dir)
+    specs = [resolve_voice(v, voices_dir) for v in voice]
+    if any(spec.kind != "file" for spec in specs):
+        _fail("several --voice options must all be audio files (use a folder, a name or 'a&b' otherwise)")
+    clips = tuple(clip for spec in specs for clip in spec.clips)
+    return replace(specs[0], name="+".join(spec.name for spec in specs), kind="folder", clips=clips)
+
+
 class _Progress:
-    """A rich progress bar per stage of the current chunk; silent with --quiet."""
+    """Draws the library's progress reports with rich on standard error; silent with --quiet.
+
+    One row per stage (loading models, conditioning, sampling, candidates finished, reranking, diffusion,
+    vocoder, chunks) with done/total, the time spent and an estimate of the time left. For long texts the library
+    names stages "chunk i/n: stage"; the row of a stage then says which chunk it is on and restarts with each chunk.
+    """
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.tasks: dict[str, int] = {}
+        self.rows: dict[str, tuple[int, int]] = {}  # stage -> (rich task id, last done)
         self.bar = None
 
     def __enter__(self) -> "_Progress":
         if not self.quiet:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
-            self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=False)
+            self.bar = Progress(
+                TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("left"), TimeRemainingColumn(), console=Console(stderr=True),
+            )
             self.bar.__enter__()
         return self
 
@@ -129,121 +165,129 @@ class _Progress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.bar is None:
             return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, total=total)
+        chunk, _, name = stage.rpartition(": ")
+        description = f"{name} ({chunk})" if chunk else name
+        row = self.rows.get(name)
+        if row is None:
+            task = self.bar.add_task(description, total=total)
+        else:
+            task, last = row
+            if done < last:  # the next chunk: start the row (and its time estimate) again
+                self.bar.reset(task, total=total, description=description)
+        self.bar.update(task, completed=done, total=total, description=description)
+        self.rows[name] = (task, done)
 
     def note(self, message: str) -> None:
-        if not self.quiet:
+        if self.bar is not None:
+            self.bar.console.print(message, markup=False, highlight=False)
+        elif not self.quiet:
             typer.echo(message, err=True)
+
+
+def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep):
+    """The preset with the command line's overrides."""
+    from .presets import preset
+
+    options = preset(preset_name, faithful)
+    decoding, diffusion = options.decoding, options.diffusion
+    if candidates is not None:
+        decoding = replace(decoding, num_candidates=candidates, batch_size=min(candidates, decoding.batch_size))
+    if max_tokens is not None:
+        decoding = replace(decoding, max_new_tokens=max_tokens)
+    if sampler is not None or steps is not None:
+        diffusion = replace(diffusion, sampler=sampler or diffusion.sampler, steps=steps or diffusion.steps)
+    return replace(options, decoding=decoding, diffusion=diffusion, k=keep)
 
 
 @app.command()
 def speak(
     text: Annotated[Optional[str], typer.Argument(help="What to say ('-' or nothing: read standard input).")] = None,
-    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' or 'random'; repeat for several clips.")] = ["espeak_en"],  # noqa: B006
+    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' (quote it in a shell) or 'random'; repeat for several clips.")] = ["espeak_en"],  # noqa: B006
     output: Annotated[str, typer.Option("--output", "-o", help="Output file (.wav/.flac/.ogg), or '-' for raw 16-bit PCM on stdout.")] = "speech.wav",
     text_file: Annotated[Optional[Path], typer.Option(help="Read the text from this UTF-8 file.")] = None,
     preset_name: Annotated[str, typer.Option("--preset", help="ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm.")] = "fast",
     candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="Candidates to sample (default: the preset's).")] = None,
     keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Write the K best candidates (OUT, OUT_2, ...).")] = 1,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed; the same seed gives the same audio.")] = None,
+    seed: Seed = None,
     sampler: Annotated[Optional[str], typer.Option(help="Diffusion sampler: p, ddim, dpm++2m (default: the preset's).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Diffusion steps (default: the preset's).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default 500).")] = None,
     models_dir: ModelsDir = None,
-    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")] = [],  # noqa: B006
+    voices_dir: VoicesDir = [],  # noqa: B006
     device: Device = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders.")] = "float32",
-    faithful: Annotated[bool, typer.Option(help="Reproduce the original's sampling quirks (top_k=50 ...).")] = False,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders (bfloat16 is slower on CPUs without AVX512-BF16).")] = "float32",
+    faithful: Annotated[bool, typer.Option(help="Reproduce the original's accidental sampling behaviours (top_k=50 ...).")] = False,
     compile: Annotated[bool, typer.Option(help="torch.compile the diffusion denoiser, and the decoder step off CPU float32 (up to a minute to start; on CPU the denoiser gains only 1-5%).")] = False,
     stream: Annotated[bool, typer.Option(help="Report and keep each chunk as soon as it is ready (with -o -, play as it comes).")] = False,
     chunk_chars: Annotated[int, typer.Option(min=20, help="Long texts are split into chunks of about this many characters.")] = 200,
     work_dir: Annotated[Optional[Path], typer.Option(help="Keep finished chunks here to resume (default: beside the output).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Speak TEXT in a voice and write the audio."""
-    from .presets import preset
-    from .voices import resolve_voice, voice_latents
-
     with _clear_errors():
         words = _read_text(text, text_file)
         to_stdout = output == STDOUT
-        paths = [] if to_stdout else _output_paths(output, keep, overwrite)
         if to_stdout and keep > 1:
             _fail("--keep needs an output file")
-        options = preset(preset_name, faithful)
-        if candidates is not None:
-            options = replace(options, decoding=replace(options.decoding, num_candidates=candidates, batch_size=min(candidates, 16)))
-        if max_tokens is not None:
-            options = replace(options, decoding=replace(options.decoding, max_new_tokens=max_tokens))
-        if sampler is not None or steps is not None:
-            options = replace(options, diffusion=replace(
-                options.diffusion, sampler=sampler or options.diffusion.sampler, steps=steps or options.diffusion.steps
-            ))
-        options = replace(options, k=keep)
+        paths = [] if to_stdout else _output_paths(output, keep, overwrite)
+        _check_dtype(dtype)
+        spec = _voice_spec(voice, voices_dir)
         started = time.perf_counter()
-        tts = _load(models_dir, device, dtype, compile)
-        spec = _voice_spec(voice, voices_dir, resolve_voice)
         with _Progress(quiet or to_stdout) as progress:
-            latents = voice_latents(tts, spec, seed=seed if spec.is_random else None, extra_dirs=voices_dir)
+            options = _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep)
+            tts = _load(models_dir, device, dtype, compile, progress)
+            from .longform import stream_speech
+            from .voices import voice_latents
+
+            latents = voice_latents(tts, spec, seed=seed if spec.is_random else None, extra_dirs=voices_dir,
+                                    progress=progress)
             if latents.cache_error:
                 progress.note(f"note: voice latents not cached ({latents.cache_error})")
-            split = {"desired_length": chunk_chars, "max_length": chunk_chars * 3 // 2}
+            folder = None
+            if not to_stdout and keep == 1:  # finished chunks are kept here until the run completes (resuming)
+                folder = work_dir if work_dir is not None else paths[0].with_name(f".{paths[0].name}.chunks")
+            chunks = stream_speech(tts, words, latents.conditioning, options, seed, folder, progress,
+                                   desired_length=chunk_chars, max_length=chunk_chars * 3 // 2)
+            if keep > 1 and len(chunks.texts) > 1:
+                _fail(f"--keep {keep} works for a text that fits one chunk; this one splits into {len(chunks.texts)}")
             if to_stdout:
-                _speak_to_stdout(tts, words, latents.conditioning, options, seed, split, progress)
+                _write_pcm(chunks)
                 return
-            written, duration, used_seed = _speak_to_files(
-                tts, words, latents.conditioning, options, seed, paths, stream, work_dir, split, progress
-            )
+            written, duration = _write_files(chunks, paths, stream, progress)
+            if folder is not None:
+                _remove_work_dir(folder)
         elapsed = time.perf_counter() - started
         typer.echo(f"wrote {', '.join(str(p) for p in written)}: {duration:.2f} s of audio in {elapsed:.1f} s "
-                   f"(real-time factor {elapsed / max(duration, 1e-9):.2f}), seed {used_seed}")
+                   f"(real-time factor {elapsed / max(duration, 1e-9):.2f}), seed {chunks.seed}")
 
 
-def _voice_spec(voice: list[str], voices_dir: list[Path], resolve_voice):
-    """One --voice is any spec; several must be clips, which then form one voice."""
-    if len(voice) == 1:
-        return resolve_voice(voice[0], voices_dir)
-    specs = [resolve_voice(v, voices_dir) for v in voice]
-    if any(spec.kind != "file" for spec in specs):
-        _fail("several --voice options must all be audio files (use a folder, a name or 'a&b' otherwise)")
-    clips = tuple(clip for spec in specs for clip in spec.clips)
-    return replace(specs[0], name="+".join(spec.name for spec in specs), kind="folder", clips=clips)
+def _write_pcm(chunks) -> None:
+    """Raw little-endian 16-bit PCM at 24 kHz, chunk by chunk as each is ready (pipe it into a player)."""
+    from .frontend.audio import pcm16_bytes
+
+    out = sys.stdout.buffer
+    for chunk in chunks:
+        out.write(pcm16_bytes(chunk.piece))
+        out.flush()
 
 
-def _speak_to_files(tts, words, conditioning, options, seed, paths, stream, work_dir, split, progress):
-    """Long texts go chunk by chunk with finished chunks kept for resuming; returns (paths, seconds, seed)."""
-    from .frontend.audio import save_audio
-    from .frontend.text import split_and_recombine_text
-    from .longform import speak_long, stream_speech
+def _write_files(chunks, paths: list[Path], stream: bool, progress: _Progress) -> tuple[list[Path], float]:
+    """Every chunk joined into paths[0], or with --keep K the K best candidates of a one-chunk text into the paths;
+    returns (paths written, seconds of audio)."""
+    from .longform import LongSpeech
 
-    chunks = split_and_recombine_text(words, **split)
-    if len(chunks) <= 1 and not stream:
-        speech = tts.generate(words, conditioning, options, seed, progress)
-        written = [save_audio(path, wav, speech.sample_rate) for path, wav in zip(paths, speech.waveforms)]
-        return written, speech.duration, speech.seed
-    if options.k > 1:
-        _fail(f"--keep {options.k} works for a text that fits one chunk; this one splits into {len(chunks)}")
-    folder = work_dir if work_dir is not None else paths[0].with_name(f".{paths[0].name}.chunks")
-    if stream:
-        chunks_stream = stream_speech(tts, words, conditioning, options, seed, folder, progress, **split)
-        pieces = []
-        for chunk in chunks_stream:
-            pieces.append(chunk.piece)
+    finished = []
+    for chunk in chunks:
+        finished.append(chunk)
+        if stream:
             progress.note(f"chunk {chunk.index + 1}/{chunk.count}: {chunk.duration:.2f} s"
                           f"{' (resumed)' if chunk.resumed else ''}: {chunk.text[:60]}")
-        import torch
-
-        waveform = torch.cat(pieces)
-        written = [save_audio(paths[0], waveform, chunks_stream.sample_rate)]
-        duration, used_seed = waveform.shape[-1] / chunks_stream.sample_rate, chunks_stream.seed
-    else:
-        speech = speak_long(tts, words, conditioning, options, seed, folder, progress, **split)
-        written, duration, used_seed = [speech.save(paths[0])], speech.duration, speech.seed
-    _remove_work_dir(folder)
-    return written, duration, used_seed
+    if len(paths) > 1:  # --keep: one chunk, generated in this run (no work folder, so never resumed)
+        speech = finished[0].speech
+        return [speech.save(path, index) for index, path in enumerate(paths)], speech.duration
+    joined = LongSpeech.from_chunks(finished, chunks.seed)
+    return [joined.save(paths[0])], joined.duration
 
 
 def _remove_work_dir(folder: Path) -> None:
@@ -252,21 +296,8 @@ def _remove_work_dir(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _speak_to_stdout(tts, words, conditioning, options, seed, split, progress) -> None:
-    """Raw little-endian 16-bit PCM at 24 kHz, chunk by chunk as each is ready (pipe it into a player)."""
-    from .longform import stream_speech
-
-    out = sys.stdout.buffer
-    for chunk in stream_speech(tts, words, conditioning, options, seed, None, progress, **split):
-        samples = (chunk.piece.clamp(-1, 1) * 32767).round().short().numpy()
-        out.write(samples.astype("<i2").tobytes())
-        out.flush()
-
-
 @app.command()
-def voices(
-    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")] = [],  # noqa: B006
-) -> None:
+def voices(voices_dir: VoicesDir = []) -> None:  # noqa: B006
     """List the bundled and user voices."""
     from .voices import list_voices
 
@@ -284,15 +315,16 @@ def voices(
 def latents(
     voice: Annotated[str, typer.Argument(help="Clip, folder, voice name or 'a&b'.")],
     models_dir: ModelsDir = None,
-    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices.")] = [],  # noqa: B006
+    voices_dir: VoicesDir = [],  # noqa: B006
     device: Device = "cpu",
 ) -> None:
     """Precompute a voice's conditioning latents into the cache."""
-    from .voices import precompute_latents
+    from .voices import precompute_latents, resolve_voice
 
     with _clear_errors():
+        spec = resolve_voice(voice, voices_dir)
         tts = _load(models_dir, device)
-        path = precompute_latents(tts, voice, extra_dirs=voices_dir)
+        path = precompute_latents(tts, spec)
     typer.echo(f"cached {voice} -> {path}")
 
 
@@ -338,20 +370,22 @@ def candidates(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Candidates decoded together.")] = 16,
     keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Best candidates to compute latents for.")] = 1,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Speech tokens per candidate at most.")] = 500,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Seed; the same seed gives the same candidates.")] = None,
-    voices_dir: Annotated[list[Path], typer.Option(help="Extra folder(s) of voices.")] = [],  # noqa: B006
+    seed: Seed = None,
+    voices_dir: VoicesDir = [],  # noqa: B006
     device: Device = "cpu",
+    quiet: Quiet = False,
 ) -> None:
     """Sample speech-token candidates for TEXT and rank them with CLVP (no audio)."""
-    from .pipeline.decoding import DecodingOptions
-    from .voices import resolve_voice, voice_latents
-
     with _clear_errors():
-        options = DecodingOptions(num_candidates=num_candidates, batch_size=batch_size, max_new_tokens=max_tokens)
-        tts = _load(models_dir, device)
-        spec = _voice_spec(voice, voices_dir, resolve_voice)
-        conditioning = voice_latents(tts, spec, extra_dirs=voices_dir).conditioning
-        result = tts.candidates(text, conditioning, options, k=keep, seed=seed)
+        spec = _voice_spec(voice, voices_dir)
+        with _Progress(quiet) as progress:
+            from .pipeline.decoding import DecodingOptions
+            from .voices import voice_latents
+
+            options = DecodingOptions(num_candidates=num_candidates, batch_size=batch_size, max_new_tokens=max_tokens)
+            tts = _load(models_dir, device, progress=progress)
+            conditioning = voice_latents(tts, spec, seed=seed if spec.is_random else None, progress=progress).conditioning
+            result = tts.candidates(text, conditioning, options, k=keep, seed=seed, progress=progress)
     typer.echo(f"seed {result.seed}; {len(result.ranked.order)} candidates ranked by CLVP score")
     typer.echo(f"{'rank':>4}  {'index':>5}  {'score':>8}  {'tokens':>6}")
     for position, index in enumerate(result.ranked.order.tolist(), 1):
@@ -380,12 +414,12 @@ def bench_rerank(
     out: Annotated[Path, typer.Option(help="Report folder (report.json, report.md, plots).")] = Path("rerank-report"),
     candidate_grid: Annotated[str, typer.Option("--candidates", help="Candidate counts, comma-separated.")] = "4,16",
     seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0,1",
+    clvp_batch_size: Annotated[int, typer.Option(min=1, help="Candidates CLVP scores at once.")] = 16,
     models_dir: ModelsDir = None,
     device: Device = "cpu",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Candidate-reranking run: sample and score candidates for every manifest line, write a report."""
-    from .bench.rerank_report import run_rerank_benchmark
 
     def numbers(text: str, name: str) -> tuple[int, ...]:
         try:
@@ -396,10 +430,13 @@ def bench_rerank(
 
     with _clear_errors():
         grid, seed_list = numbers(candidate_grid, "--candidates"), numbers(seeds, "--seeds")
-        tts = _load(models_dir, device)
-        out.mkdir(parents=True, exist_ok=True)
         with _Progress(quiet) as progress:
-            report = run_rerank_benchmark(tts, manifest, out, candidates=grid, seeds=seed_list, progress=progress)
+            from .bench.rerank_report import run_rerank_benchmark
+
+            tts = _load(models_dir, device, progress=progress)
+            out.mkdir(parents=True, exist_ok=True)
+            report = run_rerank_benchmark(tts, manifest, out, candidates=grid, seeds=seed_list, progress=progress,
+                                          clvp_batch_size=clvp_batch_size)
     typer.echo(report.markdown)
     typer.echo(f"wrote {report.json_path} and {report.markdown_path}")
 

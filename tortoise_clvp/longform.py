@@ -2,10 +2,11 @@
 
 What the original's ``read.py`` does (split, generate per chunk, concatenate), with these choices:
 
-* **One voice for the whole text.** The voice's :class:`Conditioning` is computed once (from the clips, with the
-  run seed choosing any crops) and reused for every chunk, so the speaker cannot drift between chunks. A
-  Conditioning passed in is used as is. It is computed only when a chunk actually needs generating (a fully
-  resumed run never computes it).
+* **One voice for the whole text.** The voice's :class:`Conditioning` is computed once, by
+  ``tts.get_conditioning`` (clips longer than 6 s cropped from the fixed crop seed, as everywhere; see
+  `tortoise_clvp.seeds`), and reused for every chunk, so the speaker cannot drift between chunks. A Conditioning
+  passed in is used as is. It is computed only when a chunk actually needs generating (a fully resumed run never
+  computes it).
 * **Seeds.** Chunk ``i`` (0-based) is generated with ``chunk_seed(seed, i) = seed + 2 * i``.
   ``TextToSpeech.generate`` draws its token samples from ``seed`` and its waveform noise from ``seed + 1``, so the
   stride of 2 gives every chunk its own two random streams, and chunk 0 of a run is exactly
@@ -38,9 +39,9 @@ What the original's ``read.py`` does (split, generate per chunk, concatenate), w
   both its audio and the manifest saying so are on disk; a chunk file the manifest does not list is regenerated.
   The voice fingerprint hashes the clip files' (or tensors') contents, or the Conditioning's tensors; the model
   weights are not part of it, so use one folder per model.
-* **Progress**: ``progress(stage, done, total)`` as in :mod:`tortoise_clvp.api`, with the inner stages prefixed by
-  the chunk, e.g. ``"chunk 2/5: sampling"`` (see :data:`CHUNK_STAGE`), plus ``("chunks", finished, count)`` after
-  every chunk (generated or resumed).
+* **Progress**: ``progress(stage, done, total)`` as in :mod:`tortoise_clvp.api`: ``"conditioning"`` once, the
+  inner stages of each chunk prefixed by the chunk, e.g. ``"chunk 2/5: sampling"`` (see :data:`CHUNK_STAGE`), and
+  ``("chunks", finished, count)`` after every chunk (generated or resumed).
 
 Errors for bad inputs come before anything is generated: a text with nothing to speak (empty, only whitespace or
 punctuation) or a chunk the model cannot take is an :class:`InputTextError`; a ``work_dir`` that is a file, cannot
@@ -54,7 +55,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -68,13 +68,13 @@ from torch import Tensor
 
 from .api import Progress, Speech, TextToSpeech, Voice
 from .atomic import write_bytes_atomic
-from .errors import CheckpointError, InputTextError, OptionsError, TortoiseClvpError
+from .errors import InputTextError, OptionsError, TortoiseClvpError
 from .frontend.audio import save_audio
 from .frontend.mel import OUTPUT_SAMPLE_RATE
 from .frontend.text import split_and_recombine_text
 from .pipeline.conditioning import Conditioning
-from .pipeline.decoding import check_lengths
-from .presets import DEFAULT_PRESET, GenerationOptions, preset
+from .presets import DEFAULT_PRESET, GenerationOptions
+from .seeds import check_seed, seed_or_draw
 
 __all__ = [
     "CHUNK_SEED_STRIDE",
@@ -96,12 +96,11 @@ __all__ = [
 CROSSFADE_MS = 40.0  # equal-power overlap between neighbouring chunks (or each fade's length when there is a gap)
 DESIRED_LENGTH = 200  # characters per chunk the splitter aims for (the original's read.py defaults)
 MAX_LENGTH = 300  # characters per chunk at most
-CHUNK_SEED_STRIDE = 2  # generate() uses seed and seed + 1; chunk i gets seed + 2 * i
+CHUNK_SEED_STRIDE = 2  # generate() uses seed and seed + WAVEFORM_SEED_OFFSET (1); chunk i gets seed + 2 * i
 CHUNK_STAGE = "chunk {index}/{count}: {stage}"  # how inner progress stages are named (index is 1-based)
 MANIFEST_NAME = "manifest.json"
 CHUNK_FILE = "chunk_{index:04d}.wav"
 _MANIFEST_FORMAT = 1
-_SEED_RANGE = 2**31
 
 
 class WorkDirError(TortoiseClvpError):
@@ -178,6 +177,21 @@ class LongSpeech:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the joined audio atomically; the format follows the suffix (wav, flac, ogg)."""
         return save_audio(path, self.waveform, self.sample_rate)
+
+    @classmethod
+    def from_chunks(
+        cls, chunks: Sequence[SpeechChunk], seed: int, timings: dict[str, float] | None = None
+    ) -> "LongSpeech":
+        """Every chunk of one streamed run, in order, joined: the chunks' pieces concatenated (the crossfades are
+        already in them). timings: the chunks' stages summed, plus the given ones (e.g. the stream's conditioning)."""
+        if not chunks:
+            raise OptionsError("no chunks to join; stream at least one chunk first")
+        summed: dict[str, float] = dict(timings or {})
+        for chunk in chunks:
+            for stage, seconds in chunk.timings.items():
+                summed[stage] = summed.get(stage, 0.0) + seconds
+        waveform = torch.cat([chunk.piece for chunk in chunks])
+        return cls(waveform, chunks[0].sample_rate, list(chunks), seed, summed)
 
 
 # Joining ------------------------------------------------------------------------------------------------------------
@@ -395,7 +409,7 @@ class SpeechStream:
     def _conditioned(self) -> Conditioning:
         if self._conditioning is None:
             start = time.perf_counter()
-            self._conditioning = self.tts.get_conditioning(self.voice, self.seed)
+            self._conditioning = self.tts.get_conditioning(self.voice, progress=self._progress)
             self.timings["conditioning"] = time.perf_counter() - start
         return self._conditioning
 
@@ -467,21 +481,13 @@ def stream_speech(
     Write each chunk's `piece` after the previous one to play or save the whole text gaplessly; the pieces add up to
     `speak_long`'s waveform. See the module notes for seeds, joining, `work_dir` resuming and progress stages.
     Raises before generating anything: InputTextError (nothing to speak, a chunk the model cannot take),
-    OptionsError, CheckpointError (no diffusion decoder / vocoder), WorkDirError.
+    OptionsError, CheckpointError (no diffusion decoder / vocoder), WorkDirError. The checks are
+    `TextToSpeech.check_generation` and, for every chunk, `TextToSpeech.check_text`: the ones `generate` runs.
     """
-    options = preset(options) if isinstance(options, str) else options
-    if not isinstance(options, GenerationOptions):
-        raise OptionsError(f"options must be a GenerationOptions or a preset name, got {type(options).__name__}")
+    options = tts.check_generation(voice, options)
+    check_seed(seed)
     fade = _samples(crossfade_ms, OUTPUT_SAMPLE_RATE, "crossfade_ms")
     gap = _samples(gap_ms, OUTPUT_SAMPLE_RATE, "gap_ms")
-    models = tts.models
-    if models.diffusion is None or models.vocoder is None:
-        raise CheckpointError(
-            "making audio needs the diffusion decoder and the vocoder: put Tortoise's diffusion_decoder.pth "
-            "and vocoder.pth in the model directory"
-        )
-    if isinstance(voice, Conditioning) and voice.diffusion is None:
-        raise OptionsError("this Conditioning has no diffusion latent; pass the voice clips instead")
 
     texts = split_and_recombine_text(text, desired_length, max_length)
     if not texts:
@@ -490,7 +496,7 @@ def stream_speech(
         )
     for index, chunk in enumerate(texts):  # catch an unspeakable or too long chunk now, not halfway through
         try:
-            check_lengths(models.autoregressive, tts.tokenize(chunk), options.decoding)
+            tts.check_text(chunk, options.decoding)
         except InputTextError as error:
             shown = chunk if len(chunk) <= 60 else chunk[:60] + "…"
             hint = " (lower max_length)" if "at most" in str(error) else ""
@@ -513,9 +519,9 @@ def stream_speech(
                 )
             wanted.seed, wanted.done = found.seed, found.done
         elif seed is None:
-            wanted.seed = random.randrange(_SEED_RANGE)
+            wanted.seed = seed_or_draw(None)
         seed, manifest = wanted.seed, wanted
-    seed = random.randrange(_SEED_RANGE) if seed is None else seed
+    seed = seed_or_draw(seed)
     return SpeechStream(tts, texts, voice, options, seed, folder, manifest, fade, gap, progress)
 
 
@@ -539,10 +545,6 @@ def speak_long(
         tts, text, voice, options, seed, work_dir, progress, crossfade_ms, gap_ms, desired_length, max_length
     )
     chunks = list(stream)
-    timings: dict[str, float] = dict(stream.timings)
-    for chunk in chunks:
-        for stage, seconds in chunk.timings.items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
-    timings["total"] = time.perf_counter() - start
-    waveform = torch.cat([chunk.piece for chunk in chunks])
-    return LongSpeech(waveform, stream.sample_rate, chunks, stream.seed, timings)
+    result = LongSpeech.from_chunks(chunks, stream.seed, stream.timings)
+    result.timings["total"] = time.perf_counter() - start
+    return result

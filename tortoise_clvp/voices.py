@@ -1,8 +1,9 @@
 """Voices: find them by name, resolve what the user typed, and turn them into cached conditioning latents.
 
 A voice is a folder of reference clips (.wav, .flac or .ogg; other files are ignored, and a folder without clips is
-not a voice). Named voices come from the repository's bundled ``voices/`` folder (synthetic espeak-ng voices) and
-from user voice directories: ones passed in, then those in ``$TORTOISE_VOICES_DIR`` (``os.pathsep``-separated).
+not a voice). Named voices come from the bundled voices (synthetic espeak-ng voices: the repository's ``voices/``
+folder, installed as the data package ``tortoise_clvp.bundled_voices`` and found through it) and from user voice
+directories: ones passed in, then those in ``$TORTOISE_VOICES_DIR`` (``os.pathsep``-separated).
 A user voice with the same name as a bundled one takes its place; an earlier directory wins over a later one.
 
 What the user may type as a voice (:func:`resolve_voice`):
@@ -15,37 +16,38 @@ What the user may type as a voice (:func:`resolve_voice`):
 Latents are cached (:func:`voice_latents`) in a cache folder, never beside the clips, keyed by the clips' bytes, the
 crop seed and the loaded models. The library never prints: what happened to the cache is reported back in
 :class:`VoiceLatents`.
+
+Listing and resolving voices needs no torch (the command line's ``voices`` and its argument checks start fast);
+torch and safetensors are imported by the latent functions that use them.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save as save_safetensors
-from torch import Tensor
-
 from .atomic import write_bytes_atomic
 from .errors import AudioError, TortoiseClvpError
-from .pipeline.conditioning import Conditioning
+from .seeds import CROP_SEED, seed_or_draw
 
-if TYPE_CHECKING:  # api imports heavy pipeline modules; voices only needs the type
-    from .api import TextToSpeech
+if TYPE_CHECKING:  # torch-heavy modules: voices needs only their types at import
+    from torch import Tensor
+
+    from .api import Progress, TextToSpeech
+    from .pipeline.conditioning import Conditioning
     from .weights.model_dir import LoadedModels
 
 __all__ = [
     "AUDIO_SUFFIXES",
     "BUNDLED_VOICES_DIR",
+    "BUNDLED_VOICES_PACKAGE",
     "CACHE_DIR_ENV",
-    "DEFAULT_CROP_SEED",
     "LatentCacheError",
     "RANDOM_VOICE",
     "VOICES_DIR_ENV",
@@ -64,17 +66,24 @@ __all__ = [
     "voice_latents",
 ]
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")  # what voice clips may be, and what `save_audio` writes
 RANDOM_VOICE = "random"
 VOICES_DIR_ENV = "TORTOISE_VOICES_DIR"
 CACHE_DIR_ENV = "TORTOISE_CLVP_CACHE"
-# The repository's voices/ folder; absent from a non-editable install (then there are no bundled voices).
-BUNDLED_VOICES_DIR = Path(__file__).resolve().parent.parent / "voices"
-# Crop seed used when none is given, so that cached latents are repeatable (clips over 6 s are cropped at random).
-DEFAULT_CROP_SEED = 0
+BUNDLED_VOICES_PACKAGE = "tortoise_clvp.bundled_voices"  # the repository's voices/ folder, mapped in pyproject.toml
 CACHE_FORMAT = "tortoise_clvp.voice_latents.v1"
-_SEED_RANGE = 2**31
 _MAX_LISTED = 25
+
+
+def _bundled_voices_dir() -> Path | None:
+    """The folder of the installed bundled voices, or None when the package is not installed with them."""
+    try:
+        return Path(str(importlib.resources.files(BUNDLED_VOICES_PACKAGE)))
+    except ModuleNotFoundError:
+        return None
+
+
+BUNDLED_VOICES_DIR = _bundled_voices_dir()
 
 
 class LatentCacheError(TortoiseClvpError):
@@ -122,7 +131,7 @@ def voice_dirs(extra_dirs: Iterable[str | os.PathLike] = ()) -> list[tuple[Path,
             raise AudioError(f"voices directory {path} does not exist or is not a folder; check the path")
         dirs.append((path, "user"))
     dirs += [(path, "user") for path in _env_dirs() if path.is_dir()]
-    if BUNDLED_VOICES_DIR.is_dir():
+    if BUNDLED_VOICES_DIR is not None and BUNDLED_VOICES_DIR.is_dir():
         dirs.append((BUNDLED_VOICES_DIR, "bundled"))
     return dirs
 
@@ -306,6 +315,8 @@ def default_cache_dir() -> Path:
 
 
 def _checksum(tensor: Tensor) -> list[float]:
+    import torch
+
     values = tensor.detach().to("cpu", torch.float64).flatten()
     return [float(values.sum()), float(values.abs().sum()), *values[:4].tolist()]
 
@@ -374,6 +385,11 @@ def _expected_shapes(models: "LoadedModels") -> dict[str, tuple[int, ...]]:
 
 def _read_cache(path: Path, key: str, models: "LoadedModels") -> Conditioning | None:
     """The cached conditioning, or None when absent, unreadable, corrupt or not what this key and model expect."""
+    import torch
+    from safetensors import safe_open
+
+    from .pipeline.conditioning import Conditioning
+
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
@@ -396,6 +412,8 @@ def _read_cache(path: Path, key: str, models: "LoadedModels") -> Conditioning | 
 
 def _write_cache(path: Path, key: str, conditioning: Conditioning, info: dict) -> str | None:
     """Write atomically (temp file + os.replace); the reason as a message if it could not be written."""
+    from safetensors.torch import save as save_safetensors
+
     tensors = {"autoregressive": conditioning.autoregressive.detach().cpu().contiguous().clone()}
     if conditioning.diffusion is not None:
         tensors["diffusion"] = conditioning.diffusion.detach().cpu().contiguous().clone()
@@ -433,6 +451,10 @@ def random_conditioning(tts: "TextToSpeech", seed: int) -> Conditioning:
     does not depend on whether a diffusion decoder is loaded). The voice this gives is arbitrary and may be less
     natural than the original's random voices; it is repeatable for a seed on any device.
     """
+    import torch
+
+    from .pipeline.conditioning import Conditioning
+
     models = tts.models
     generator = torch.Generator().manual_seed(int(seed))
     shapes = _expected_shapes(models)
@@ -446,26 +468,32 @@ def random_conditioning(tts: "TextToSpeech", seed: int) -> Conditioning:
 
 
 def _average(conditionings: Sequence[Conditioning]) -> Conditioning:
+    import torch
+
+    from .pipeline.conditioning import Conditioning
+
     ar = torch.stack([c.autoregressive for c in conditionings]).mean(dim=0)
     diffusions = [c.diffusion for c in conditionings]
     diffusion = None if any(d is None for d in diffusions) else torch.stack(diffusions).mean(dim=0)  # type: ignore[misc]
     return Conditioning(ar, diffusion)
 
 
-def _single_latents(tts: "TextToSpeech", spec: VoiceSpec, folder: Path | None, seed: int, model_id: str) -> VoiceLatents:
+def _single_latents(
+    tts: "TextToSpeech", spec: VoiceSpec, folder: Path | None, seed: int, model_id: str, progress: Progress | None
+) -> VoiceLatents:
     """One voice (named, folder or file) through the cache in `folder` (None: no caching)."""
     clips, digests = _clips_by_content(spec.clips)
     if folder is None:
-        return VoiceLatents(tts.get_conditioning(clips, seed), seed=seed)
+        return VoiceLatents(tts.get_conditioning(clips, seed, progress), seed=seed)
     error = _refuse_cache(folder, spec)
     if error:
-        return VoiceLatents(tts.get_conditioning(clips, seed), None, False, error, seed)
+        return VoiceLatents(tts.get_conditioning(clips, seed, progress), None, False, error, seed)
     key = latent_cache_key(digests, seed, model_id)
     path = folder / f"{key}.safetensors"
     cached = _read_cache(path, key, tts.models)
     if cached is not None:
         return VoiceLatents(cached, path, True, None, seed)
-    conditioning = tts.get_conditioning(clips, seed)
+    conditioning = tts.get_conditioning(clips, seed, progress)
     info = {"voice": spec.name, "clips": [c.name for c in clips], "clip_sha256": digests, "seed": seed,
             "model": model_id}
     error = _write_cache(path, key, conditioning, info)
@@ -480,13 +508,15 @@ def voice_latents(
     *,
     cache: bool = True,
     extra_dirs: Sequence[str | os.PathLike] = (),
+    progress: Progress | None = None,
 ) -> VoiceLatents:
     """A voice's conditioning, from the cache when it holds it, with a report of what the cache did.
 
     spec: a VoiceSpec or text for :func:`resolve_voice` (``extra_dirs`` is used then). cache_dir: None for
     :func:`default_cache_dir`; ``cache=False`` neither reads nor writes it. seed: the crop seed for clips longer
-    than 6 s (None: DEFAULT_CROP_SEED, so cached latents are repeatable), or for ``random`` the seed of the draw
-    (None: a fresh one, reported back in ``seed``).
+    than 6 s (None: ``seeds.CROP_SEED``, the one every entry point uses, so these latents are what
+    ``tts.generate(text, clips)`` computes), or for ``random`` the seed of the draw (None: a fresh one, reported
+    back in ``seed``). progress: passed to ``tts.get_conditioning`` when latents are computed.
 
     * one voice (name, folder or file): ``tts.get_conditioning(clips, seed)``, clips in the order of their
       contents' SHA-256 (so renaming a clip does not change its latents or key).
@@ -505,13 +535,13 @@ def voice_latents(
     if isinstance(spec, str):
         spec = resolve_voice(spec, extra_dirs)
     if spec.is_random:
-        draw = random.randrange(_SEED_RANGE) if seed is None else int(seed)
+        draw = seed_or_draw(seed)
         return VoiceLatents(random_conditioning(tts, draw), seed=draw)
-    crop_seed = DEFAULT_CROP_SEED if seed is None else int(seed)
+    crop_seed = CROP_SEED if seed is None else int(seed)
     folder = (default_cache_dir() if cache_dir is None else Path(cache_dir).expanduser()) if cache else None
     model_id = model_identity(tts.models)
     if not spec.is_combined:
-        return _single_latents(tts, spec, folder, crop_seed, model_id)
+        return _single_latents(tts, spec, folder, crop_seed, model_id, progress)
 
     part_keys = [latent_cache_key(_clips_by_content(part.clips)[1], crop_seed, model_id) for part in spec.parts]
     key = _combined_key(part_keys)
@@ -522,7 +552,7 @@ def voice_latents(
         if cached is not None:
             return VoiceLatents(cached, path, True, None, crop_seed)
     part_folder = None if refused else folder  # a cache inside any part's voice folder is used for none of them
-    parts = tuple(_single_latents(tts, part, part_folder, crop_seed, model_id) for part in spec.parts)
+    parts = tuple(_single_latents(tts, part, part_folder, crop_seed, model_id, progress) for part in spec.parts)
     conditioning = _average([part.conditioning for part in parts])
     errors = [error for error in (refused, *(part.cache_error for part in parts)) if error]
     if path is not None:

@@ -20,9 +20,9 @@ Design (what the numbers mean):
   prompt, so the first N are N candidates from the very distribution a fresh run draws from. The "N grows"
   question thus becomes: does the best of the first n stay the best as more candidates are added? That is what
   someone choosing N wants to know, and it costs one sampling run per seed instead of one per (N, seed).
-- One conditioning per voice (the decoder's latent only: sampling never reads the diffusion one), computed once
-  with the first seed (its clip crops) and shared by every text and seed using that voice, so seeds vary the
-  candidate sampling only.
+- One conditioning per voice, computed once by `TextToSpeech.get_conditioning` (the one entry point: clips longer
+  than 6 s cropped from the fixed crop seed, as in `generate` and the CLI) and shared by every text and seed using
+  that voice, so seeds vary the candidate sampling only.
 - Candidate ranks are 0-based positions in the descending score order, ties broken by sampling order (as
   `rerank.rank` does): rank 0 is the chosen candidate. The top-1 margin is best minus second-best score
   (None for one candidate), so it is >= 0.
@@ -51,7 +51,6 @@ import io
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +61,7 @@ from torch import Tensor
 
 from ..atomic import write_bytes_atomic
 from ..errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
-from ..frontend.audio import CONDITIONING_SAMPLE_RATE, load_audio
-from ..pipeline.conditioning import Conditioning, autoregressive_conditioning
-from ..pipeline.decoding import DecodingOptions, check_lengths
+from ..pipeline.decoding import DecodingOptions
 from ..pipeline.sampling import SamplingOptions
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -396,20 +393,11 @@ def _plan(tts, entries: list[ManifestEntry], manifest: Path, largest: int) -> li
                     f"drop_remainder with batch_size {options.batch_size} would sample fewer than {largest} "
                     "candidates; drop the option or use a batch_size that divides it"
                 )
-            text_ids = tts.tokenize(entry.text)
-            check_lengths(tts.models.autoregressive, text_ids, options)
+            text_ids = tts.check_text(entry.text, options)
         except TortoiseClvpError as error:
             raise _wrap(error, where) from error
         plans.append((text_ids, options))
     return plans
-
-
-def voice_conditioning(tts, clips: Sequence[Path], seed: int) -> Conditioning:
-    """The decoder's conditioning of a voice, as `TextToSpeech.get_conditioning` makes it (same crops for the same
-    seed) but without the diffusion latent, which candidate sampling never reads."""
-    waves = [load_audio(clip, CONDITIONING_SAMPLE_RATE) for clip in clips]
-    latent = autoregressive_conditioning(tts.models.autoregressive, waves, tts.models.mel_norms, random.Random(seed))
-    return Conditioning(latent, None)
 
 
 @torch.inference_mode()
@@ -470,7 +458,7 @@ def run_rerank_benchmark(
         try:
             if entry.voice not in conditionings:
                 start = time.perf_counter()
-                conditionings[entry.voice] = voice_conditioning(tts, entry.voice, seeds[0])
+                conditionings[entry.voice] = tts.get_conditioning(entry.voice)
                 conditioning_s[entry.voice] = time.perf_counter() - start
             text_runs = []
             for seed_index, seed in enumerate(seeds):
@@ -595,7 +583,8 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
         "design": {
             "nested": f"{largest} candidates sampled once per text and seed in the manifest's batch_size; "
                       "smaller N are prefixes of that set (same distribution as a fresh run, not bit-identical)",
-            "conditioning": f"computed once per voice with seed {seeds[0]} and shared by every seed",
+            "conditioning": "computed once per voice by TextToSpeech.get_conditioning (the fixed crop seed) and "
+                            "shared by every seed",
             "candidate_ranks": "0 = best; ties keep sampling order",
             "retrieval_tie_rule": "ties count against the true pair: p_i = #{j != i : s_ij >= s_ii}",
         },

@@ -1,54 +1,24 @@
-"""Reading, writing and shaping voice audio for Tortoise.
+"""Reading and writing audio files: voice clips in (:func:`load_audio`), speech out (:func:`save_audio`).
 
-A voice clip is read once (:func:`load_audio`, 22.05 kHz) and turned into two conditioning inputs:
-
-* :func:`format_conditioning`: exactly 6 s (132300 samples) of it, zero-padded on the right or cropped at a random
-  start, as the 80-band conditioning mel for the autoregressive decoder (and CLVP / CVVP);
-* :func:`diffusion_conditioning_mel`: the clip resampled to 24 kHz, cut or padded to its first 102400 samples
-  (4.27 s), as the 100-band UnivNet mel for the diffusion decoder.
-
-Audio tensors are float32 in [-1, 1], shaped (channels, samples) with one channel.
+Audio tensors are float32 in [-1, 1], shaped (channels, samples) with one channel. Shaping clips into conditioning
+mels lives in `tortoise_clvp.pipeline.conditioning`.
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-import random
 from pathlib import Path
 
 import numpy as np
 import soundfile
 import torch
-import torch.nn.functional as F
 import torchaudio.functional as AF
 
 from tortoise_clvp.atomic import atomic_write
 from tortoise_clvp.errors import AudioError
-from tortoise_clvp.frontend.mel import (
-    CONDITIONING_SAMPLE_RATE,
-    OUTPUT_SAMPLE_RATE,
-    conditioning_mel,
-    univnet_mel,
-)
 
-__all__ = [
-    "CONDITIONING_SAMPLE_RATE",
-    "OUTPUT_SAMPLE_RATE",
-    "CONDITIONING_SAMPLES",
-    "DIFFUSION_CONDITIONING_SAMPLES",
-    "load_audio",
-    "save_audio",
-    "pad_or_trim",
-    "conditioning_crop_start",
-    "crop_conditioning",
-    "format_conditioning",
-    "diffusion_conditioning_clip",
-    "diffusion_conditioning_mel",
-]
-
-CONDITIONING_SAMPLES = 132300  # 6 s at 22.05 kHz: what the AR decoder / CLVP see of each voice clip (517 mel frames)
-DIFFUSION_CONDITIONING_SAMPLES = 102400  # first 4.27 s at 24 kHz: what the diffusion decoder sees (401 mel frames)
+__all__ = ["load_audio", "pcm16_bytes", "save_audio"]
 
 # Integer PCM is scaled by the largest magnitude of its container type, as scipy-read wavs are in the original
 # (24-bit samples arrive left-justified in int32, so they too are divided by 2**31).
@@ -172,69 +142,13 @@ def save_audio(
     return path
 
 
-# Shaping ------------------------------------------------------------------------------------------------------------
-def pad_or_trim(wav: torch.Tensor, length: int) -> torch.Tensor:
-    """Keep the first ``length`` samples of the last dimension, zero-padding on the right if there are fewer."""
-    samples = wav.shape[-1]
-    if samples > length:
-        return wav[..., :length]
-    if samples < length:
-        return F.pad(wav, (0, length - samples))
-    return wav
+_PCM16_FULL_SCALE = 32767  # 1.0 -> 32767 and -1.0 -> -32767, so both signs clip at the same level
 
 
-def conditioning_crop_start(num_samples: int, rng: random.Random | None = None) -> int | None:
-    """Where format_conditioning crops a clip of ``num_samples``: None if it is not longer than 6 s (no crop),
-    else ``rng.randint(0, num_samples - CONDITIONING_SAMPLES)``.
+def pcm16_bytes(wav: torch.Tensor) -> bytes:
+    """(samples,) float audio -> raw little-endian signed 16-bit PCM (no header), for piping into a player.
 
-    The random draw happens only when a crop is needed, as in the original, so a seeded ``random.Random`` (or the
-    global ``random`` module when rng is None, which the original's ``deterministic_state`` seeds) gives the same
-    starts for the same clips in the same order.
+    Samples are clamped to [-1, 1], scaled by 32767 and rounded to the nearest integer.
     """
-    gap = num_samples - CONDITIONING_SAMPLES
-    if gap <= 0:
-        return None
-    return (rng if rng is not None else random).randint(0, gap)
-
-
-def crop_conditioning(wav: torch.Tensor, rng: random.Random | None = None) -> torch.Tensor:
-    """Exactly CONDITIONING_SAMPLES of ``wav`` (last dim): right zero-padded if shorter, a random crop if longer."""
-    start = conditioning_crop_start(wav.shape[-1], rng)
-    if start is None:
-        return pad_or_trim(wav, CONDITIONING_SAMPLES)
-    return wav[..., start : start + CONDITIONING_SAMPLES]
-
-
-def _one_mono_clip(wav: torch.Tensor, what: str) -> torch.Tensor:
-    if wav.dim() == 1:
-        wav = wav[None]
-    if wav.dim() != 2 or wav.shape[0] != 1:
-        raise AudioError(f"{what} expects one mono clip shaped (N,) or (1, N), got {tuple(wav.shape)}")
-    return wav
-
-
-def format_conditioning(
-    wav: torch.Tensor, mel_norms: torch.Tensor, rng: random.Random | None = None
-) -> torch.Tensor:
-    """The AR / CLVP conditioning input of one 22.05 kHz clip: (1, 80, 517) normalised log-mel of 6 s of it.
-
-    wav: (N,) or (1, N) from :func:`load_audio`; mel_norms from :func:`tortoise_clvp.frontend.mel.load_mel_norms`;
-    rng: see :func:`conditioning_crop_start`. The mel is on the clip's device.
-    """
-    clip = crop_conditioning(_one_mono_clip(wav, "format_conditioning"), rng)
-    return conditioning_mel(clip, mel_norms)
-
-
-def diffusion_conditioning_clip(wav: torch.Tensor) -> torch.Tensor:
-    """A 22.05 kHz clip resampled to 24 kHz and cut or zero-padded to its first DIFFUSION_CONDITIONING_SAMPLES."""
-    resampled = AF.resample(wav, CONDITIONING_SAMPLE_RATE, OUTPUT_SAMPLE_RATE)
-    return pad_or_trim(resampled, DIFFUSION_CONDITIONING_SAMPLES)
-
-
-def diffusion_conditioning_mel(wav: torch.Tensor) -> torch.Tensor:
-    """The diffusion decoder's conditioning input of one 22.05 kHz clip: (1, 100, 401) UnivNet log-mel.
-
-    wav: (N,) or (1, N) from :func:`load_audio` at CONDITIONING_SAMPLE_RATE. The mel is on the clip's device.
-    """
-    clip = diffusion_conditioning_clip(_one_mono_clip(wav, "diffusion_conditioning_mel"))
-    return univnet_mel(clip)
+    samples = wav.detach().to("cpu", torch.float32).reshape(-1).clamp(-1.0, 1.0)
+    return (samples * _PCM16_FULL_SCALE).round().to(torch.int16).numpy().astype("<i2").tobytes()
