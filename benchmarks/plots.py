@@ -325,7 +325,8 @@ def md_clvp_score(data: dict[str, Any]) -> str:
                  default=None)] for c in cells]
     text = ("One 40-id text against N candidates of L codes, batches of "
             f"{(data.get('args') or {}).get('batch_size', 16)}; median seconds; ours packed = with oneDNN-packed "
-            "linears (what `TextToSpeech.from_local` runs on CPU); original = the original Tortoise on the reference "
+            "linears (measured only: `TextToSpeech.from_local` packs the decoder and leaves CLVP plain, the faster here); "
+            "original = the original Tortoise on the reference "
             "machine (another time: context only); +MiB = peak RSS growth during a call; load 1m = before the cell; "
             "others = the most cores other processes kept busy during any timed call of the cell.\n\n"
             + md_table(["N x L", "packed s", "plain s", "HF s", "original s", "packed cand/s", "HF cand/s",
