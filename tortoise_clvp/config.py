@@ -25,7 +25,7 @@ class TokenIds:
     mel_stop: int = 8193  # ... and stop (number_mel_codes - 1), also the padding id of finished candidates
     calm: int = 83  # the code of silence: what fix_speech_decoder_output writes after the stop token
     fix_tail: tuple[int, ...] = (45, 45, 248)  # the original overwrites each row's last three codes with these
-    calm_run_to_trim: int = 9  # latents are cut at the 9th consecutive calm token (quirk 15)
+    calm_run_to_trim: int = 9  # latents are cut at the 9th consecutive calm token (8 calm frames end the speech)
 
 
 TOKENS = TokenIds()  # the released model's speech ids

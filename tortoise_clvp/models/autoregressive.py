@@ -37,7 +37,7 @@ class ConditioningAttention(nn.Module):
 
 
 class ConditioningEncoder(nn.Module):
-    """Mel (B, 80, T) -> one vector per clip (B, C): the first frame after the attention stack (quirk 6)."""
+    """Mel (B, 80, T) -> one vector per clip (B, C): the first frame after the attention stack (not a mean)."""
 
     def __init__(self, mel_channels: int, dim: int, heads: int, blocks: int):
         super().__init__()
@@ -286,6 +286,7 @@ class AutoregressiveModel(nn.Module):
         return hidden[:, : text.shape[1]], hidden[:, -codes.shape[1] :]
 
     def speech_latents(self, cond_latent: Tensor, text_ids: Tensor, codes: Tensor) -> Tensor:
-        """Latents the diffusion decoder is conditioned on: (B, M, C) for codes (B, M) (quirk 15)."""
+        """Latents the diffusion decoder is conditioned on: (B, M, C) for codes (B, M): the hidden states
+        that predict each code (the start token's and every code's but the last), as the original slices them."""
         return self.teacher_forced(cond_latent, text_ids, codes)[1][:, :-2]
 

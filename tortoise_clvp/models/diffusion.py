@@ -179,7 +179,7 @@ class DiffusionModel(nn.Module):
     # once per voice ---------------------------------------------------------------------------------------------
     def get_conditioning(self, cond_mels: Tensor) -> Tensor:
         """Diffusion mels (B, clips, 100, T) -> conditioning latent (B, 2C): every clip encoded, the clips'
-        frames concatenated, then the mean over time (quirk 6). A 3-D input is (B, 100, T), one clip per row,
+        frames concatenated, then one mean over time. A 3-D input is (B, 100, T), one clip per row,
         as in the original."""
         if cond_mels.dim() == 3:
             cond_mels = cond_mels.unsqueeze(1)

@@ -13,7 +13,7 @@ convolution weights by the loader. Layout, for a mel of T frames and noise z of 
             x = x + sigmoid(h[:, :C]) * tanh(h[:, C:])   # gated residual
     audio = tanh(output_conv(leaky_relu(x)))             # (B, 1, T * 256), reflect padding
 
-``inference`` adds what Tortoise's ``UnivNetGenerator.inference`` does around it (reference quirk 17): pad the mel
+``inference`` adds what Tortoise's ``UnivNetGenerator.inference`` does around it: pad the mel
 with 10 near-silent frames, draw the noise, and trim those frames' audio off again.
 
 Speed notes (CPU, same numbers as the original to float tolerance):
@@ -33,7 +33,8 @@ from torch import nn
 
 from ..config import VocoderConfig
 
-# inference padding (quirk 17): frames of this log-mel value are appended so the last real frame has no edge artefact
+# the original's inference padding: frames of this log-mel value are appended so the last real frame has no
+# edge artefact
 INFERENCE_PAD_FRAMES = 10
 INFERENCE_PAD_VALUE = -11.5129  # the original's literal, ~ log(1e-5) = TACOTRON_MEL_MIN (-11.512925)
 AUDIO_LIMIT = 1.0  # the waveform is clamped to [-AUDIO_LIMIT, AUDIO_LIMIT]

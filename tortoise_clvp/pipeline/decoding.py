@@ -31,9 +31,9 @@ class DecodingOptions:
     min_new_tokens: the stop token is banned before this many tokens (benchmarks force lengths with it).
     mel_positions: 'contiguous' gives generated token i mel position i, as in training and in the original's
         TextToSpeech default; 'kv_cache_quirk' skips position 1 like the original with kv_cache=True and
-        transformers' ClvpForCausalLM (quirk 8).
+        transformers' ClvpForCausalLM (the first generated token gets position 2).
     drop_remainder: the original runs num_candidates // batch_size full batches and silently drops the
-        rest (quirk 11); by default the last batch is just smaller.
+        rest; by default the last batch is just smaller.
     """
 
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
@@ -54,7 +54,7 @@ class DecodingOptions:
                 f"drop_remainder with num_candidates {self.num_candidates} < batch_size {self.batch_size} "
                 "would sample nothing; lower batch_size"
             )
-        shortest = len(TOKENS.fix_tail)  # padded rows end in a fixed tail (quirk 12); check_lengths checks the model's
+        shortest = len(TOKENS.fix_tail)  # rows end in fix_speech_decoder_output's tail; check_lengths checks the model's
         if self.max_new_tokens < shortest or not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise OptionsError(
                 f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= {shortest} "
@@ -148,10 +148,10 @@ def sample_candidates(
 ) -> Tensor:
     """All candidates for one text: conditioning latent (C,) or (1, C), text ids (T,) -> codes (N, max_new_tokens).
 
-    `text_ids` are the tokenizer's ids plus the one stop id that Tortoise appends (quirk 2); the decoder's own
+    `text_ids` are the tokenizer's ids plus the one text stop id that Tortoise's tts() appends; the decoder's own
     start/stop text tokens are added here. Every row is padded with the stop token to `max_new_tokens`
-    (quirk 10; the model's own stop token, `model.config.tokens`), which is what CLVP scores. `on_batch(done, total)`
-    reports progress.
+    (as the original pads its batches; the model's own stop token, `model.config.tokens`), which is what CLVP
+    scores. `on_batch(done, total)` reports progress.
 
     `on_step(tokens, finished)` after every decoding step, summed over the batches: tokens decoded per row (out of
     len(batches) * max_new_tokens; a batch whose rows all stopped early counts in full once it ends) and

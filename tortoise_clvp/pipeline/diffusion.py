@@ -1,4 +1,5 @@
-"""Decoder latents -> mel spectrogram: the diffusion decoder driven by a sampler (quirk 16)."""
+"""Decoder latents -> mel spectrogram: the diffusion decoder driven by a sampler on a respaced subset of its
+4000 timesteps (`pipeline.samplers`)."""
 
 from __future__ import annotations
 

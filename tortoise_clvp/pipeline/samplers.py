@@ -1,7 +1,7 @@
 """The diffusion math of Tortoise's spectrogram decoder, independent of any network.
 
 Tortoise's decoder is a 4000-step DDPM with a linear beta schedule, an epsilon-predicting network and a
-"learned range" variance, sampled on a respaced subset of its timesteps (`space_timesteps`, quirk 16).
+"learned range" variance, sampled on a respaced subset of its timesteps (`space_timesteps`).
 This module holds that math and three samplers that share one guidance rule:
 
 - ``"p"``: the original ancestral sampler (``p_sample`` over t = n-1 ... 0), what Tortoise runs;

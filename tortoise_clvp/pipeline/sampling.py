@@ -1,7 +1,8 @@
 """Turning decoder logits into the next speech token: repetition penalty, temperature, top-k, top-p.
 
-The order is the one Tortoise got from transformers 4.31 (quirk 9): penalty, then (optionally) a ban
-on the stop token, then temperature, top-k and top-p, then one `torch.multinomial` draw per step.
+The order is the one Tortoise got from transformers 4.31 (its logits processors, then its warpers): penalty,
+then (optionally) a ban on the stop token, then temperature, top-k and top-p, then one `torch.multinomial` draw
+per step.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from ..config import TokenIds
 
 
 def fix_speech_decoder_output(codes: Tensor, tokens: TokenIds) -> Tensor:
-    """The original's clean-up of padded candidates (quirk 12), on a copy.
+    """The original's clean-up of padded candidates, on a copy.
 
     In each row that contains the stop token, every position from the first stop on becomes the calm
     token, and the row's last positions become the fixed tail (45, 45, 248 in the release) — even when the stop
@@ -39,7 +39,7 @@ def speech_lengths(codes: Tensor, tokens: TokenIds) -> Tensor:
 def calm_trim_length(codes: Tensor, tokens: TokenIds) -> int:
     """Latent frames to keep for one fixed candidate (L,): up to, not including, the 9th calm token in a row.
 
-    The diffusion decoder gets 8 calm frames of "breathing room" to end the speech (quirk 15);
+    The diffusion decoder gets 8 calm frames of "breathing room" to end the speech, as in the original;
     any natural run of 9 calm tokens also triggers the cut. With no such run, all frames are kept.
     """
     run = 0
