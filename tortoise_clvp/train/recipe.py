@@ -15,8 +15,6 @@ from typing import Callable, Optional
 from ..errors import TortoiseClvpError
 from .config import RecipeConfig, TrainProgress
 
-PART_2 = "part 2 of the training work (issue 10: diffusion decoder, vocoder, bundled model)"
-
 
 class StageUnavailableError(TortoiseClvpError):
     """The stage exists in the recipe but its code is not written yet."""
@@ -64,8 +62,8 @@ STAGES = (
     Stage("codes", "the discrete VAE and every utterance's speech codes", "codes"),
     Stage("autoregressive", "the decoder that samples speech codes", "autoregressive"),
     Stage("clvp", "the contrastive text/speech model that ranks candidates", "clvp"),
-    Stage("diffusion", "the diffusion decoder (codes to mel)", "diffusion", planned_in=PART_2),
-    Stage("vocoder", "the vocoder (mel to 24 kHz audio)", "vocoder", planned_in=PART_2),
+    Stage("diffusion", "the diffusion decoder (decoder latents to mel)", "diffusion"),
+    Stage("vocoder", "the vocoder (mel to 24 kHz audio)", "vocoder"),
     Stage("export", "the native model folder in WORK_DIR/export", "export"),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

@@ -25,13 +25,13 @@ import soundfile
 import torch
 from torch import Tensor
 
-from ..frontend.mel import HOP_LENGTH, N_FFT, OUTPUT_SAMPLE_RATE, univnet_mel
 from ..config import VocoderConfig
+from ..frontend.mel import HOP_LENGTH, N_FFT, OUTPUT_SAMPLE_RATE, univnet_mel
 from ..models.vocoder import UnivNetVocoder
 from .config import TRAIN_SPLIT, VALID_SPLIT, VOCODER_DIR, RecipeConfig, TrainProgress, VocoderTrainConfig
+from .loop import SELECTION_METRIC, StageRun, initial_model, load_trained, step_generator
 from .metadata import CorpusError, corpus_dir, read_metadata
 from .stft_loss import spectral_losses
-from .loop import SELECTION_METRIC, StageRun, initial_model, load_trained, step_generator
 
 STAGE = "vocoder"
 CONTEXT_SAMPLES = N_FFT // 2  # audio the STFT reads on each side of a frame's centre
@@ -157,6 +157,6 @@ def run_vocoder(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -
     )
 
 
-def load_trained_vocoder(work_dir: Path) -> UnivNetVocoder:
+def load_vocoder(work_dir: Path) -> UnivNetVocoder:
     """The best vocoder the stage wrote into WORK_DIR/vocoder (eval mode)."""
     return load_trained(Path(work_dir) / VOCODER_DIR, STAGE, UnivNetVocoder, VocoderConfig)
