@@ -28,15 +28,30 @@ import soundfile  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from tortoise_clvp.config import (  # noqa: E402
+    TOKENS,
+    AutoregressiveConfig,
+    ClvpConfig,
+    DiffusionConfig,
+    VocoderConfig,
+)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_VOICES = REPO_ROOT / "voices"
 REFERENCE_MISSING = "golden reference folder not found (set CLVP_REFERENCE_DIR to it): parity tests skipped"
 SEED = 1234
 
 # Tiny sizes for product tests. The decoder's text and token limits are generous so ordinary sentences fit.
-TINY_MAX_TEXT_TOKENS = 200
-TINY_MAX_MEL_TOKENS = 250
-TINY_STOP_BIAS = 3.0  # raised stop-token logit: candidates of the random decoder stop at different steps
+TINY_DIM = 32
+TINY_CONFIGS = {
+    "autoregressive": AutoregressiveConfig(layers=2, model_dim=TINY_DIM, heads=2, max_text_tokens=200,
+                                           max_mel_tokens=250, conditioning_attn_blocks=2),
+    "clvp": ClvpConfig(dim_text=32, dim_speech=32, dim_latent=32, text_enc_depth=1, text_heads=2, speech_enc_depth=1,
+                       speech_heads=2, dim_head=16, rotary_dim=8),
+    "diffusion": DiffusionConfig(model_channels=32, num_layers=1, num_heads=2, in_latent_channels=TINY_DIM),
+    "vocoder": VocoderConfig(noise_dim=8, channel_size=8, dilations=(1,), kpnet_hidden_channels=8),
+}
+TINY_STOP_BIAS = 3.0  # raised stop-token logit: candidates of the random decoder stop after 0 to 200+ tokens
 TOKENIZER_VOCAB = 120
 TOKENIZER_SENTENCES = (
     "Hello, this is a test.",
@@ -222,29 +237,23 @@ def speech_clip(speech_clips: dict[str, Path]) -> Path:
 
 
 # tiny seeded model directory (product tests) -------------------------------------------------------------------------
-def tiny_parts(seed: int = SEED) -> dict[str, torch.nn.Module]:
-    """Seeded random models of our own classes, small enough to build, save and run in well under a second."""
-    from tortoise_clvp.config import TOKENS, AutoregressiveConfig, ClvpConfig, DiffusionConfig, VocoderConfig
-    from tortoise_clvp.models.autoregressive import AutoregressiveModel
-    from tortoise_clvp.models.clvp import ClvpModel
-    from tortoise_clvp.models.diffusion import DiffusionModel
-    from tortoise_clvp.models.vocoder import UnivNetVocoder
+def tiny_parts(seed: int = SEED, **configs) -> dict[str, torch.nn.Module]:
+    """Seeded random models of our own classes (`TINY_CONFIGS`, or a part's config given by name), small enough to
+    build, save and run in well under a second. The decoder's stop logit is raised so candidates differ in length."""
+    from tortoise_clvp.weights.native import PARTS
 
     torch.manual_seed(seed)
-    dim = 32
-    autoregressive = AutoregressiveModel(AutoregressiveConfig(
-        layers=2, model_dim=dim, heads=2, max_text_tokens=TINY_MAX_TEXT_TOKENS, max_mel_tokens=TINY_MAX_MEL_TOKENS,
-        conditioning_attn_blocks=2,
-    ))
+    parts = {part: PARTS[part][1](configs.get(part, config)) for part, config in TINY_CONFIGS.items()}
     with torch.no_grad():
-        autoregressive.mel_head.bias[TOKENS.mel_stop] += TINY_STOP_BIAS
-    clvp = ClvpModel(ClvpConfig(
-        dim_text=32, dim_speech=32, dim_latent=32, text_enc_depth=1, text_heads=2, speech_enc_depth=1, speech_heads=2,
-        dim_head=16, rotary_dim=8,
-    ))
-    diffusion = DiffusionModel(DiffusionConfig(model_channels=32, num_layers=1, num_heads=2, in_latent_channels=dim))
-    vocoder = UnivNetVocoder(VocoderConfig(noise_dim=8, channel_size=8, dilations=(1,), kpnet_hidden_channels=8))
-    return {"autoregressive": autoregressive, "clvp": clvp, "diffusion": diffusion, "vocoder": vocoder}
+        parts["autoregressive"].mel_head.bias[TOKENS.mel_stop] += TINY_STOP_BIAS
+    return parts
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, torch.nn.Module]:
+    """The models of `tiny_model_dir` (same seed, same weights) in eval mode, for tests of one stage. Shared by the
+    session: copy one before changing it."""
+    return {part: model.eval() for part, model in tiny_parts().items()}
 
 
 def write_tiny_assets(folder: Path, clip: np.ndarray) -> Path:

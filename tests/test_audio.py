@@ -1,6 +1,7 @@
-"""Loading, saving and conditioning crops of voice clips, against the original's outputs.
+"""Loading, saving and conditioning crops of voice clips.
 
-Clip names, rates, seeds, crop starts and shapes all come from the reference folder's audio_cases.json.
+Parity tests compare with the original's outputs; their clip names, rates, seeds, crop starts and shapes all come
+from the reference folder's audio_cases.json. The other tests use clips they synthesize.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from tortoise_clvp.errors import AudioError
 from tortoise_clvp.frontend import audio
 from tortoise_clvp.frontend.mel import CONDITIONING_SAMPLE_RATE, load_mel_norms
 from tortoise_clvp.pipeline import conditioning
+
+from conftest import CLIP_FORMATS
 
 ATOL = 1e-4
 
@@ -61,18 +64,19 @@ def test_load_audio_matches_every_recorded_clip(audio_cases, audio_tensors, refe
         torch.testing.assert_close(wav, audio_tensors[key], atol=ATOL, rtol=0, msg=key)
 
 
-def test_every_clip_loads_mono_clamped_and_resampled(audio_cases, reference_dir):
-    for clip in audio_cases["clips"]:
-        path = reference_dir / clip["file"]
-        raw, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        assert rate == clip["file_rate"] and raw.shape == (clip["samples_in_file"], clip["channels"])
-        wav = audio.load_audio(path, CONDITIONING_SAMPLE_RATE)
-        assert wav.shape[0] == 1
-        expected_len = -(-clip["samples_in_file"] * CONDITIONING_SAMPLE_RATE // clip["file_rate"])
-        assert wav.shape[1] == expected_len, clip["name"]
+def test_every_clip_loads_mono_clamped_and_resampled(speech_clips):
+    for name, (seconds, file_rate, channels, _, peak) in CLIP_FORMATS.items():
+        raw, rate = soundfile.read(str(speech_clips[name]), dtype="float32", always_2d=True)
+        assert rate == file_rate and raw.shape == (int(seconds * file_rate), channels)
+        wav = audio.load_audio(speech_clips[name], CONDITIONING_SAMPLE_RATE)
+        assert wav.dtype == torch.float32 and wav.shape[0] == 1
+        expected_len = -(-raw.shape[0] * CONDITIONING_SAMPLE_RATE // file_rate)
+        assert wav.shape[1] == expected_len, name
         assert wav.abs().max() <= 1.0
-        if np.abs(raw[:, 0]).max() > 1.0:  # the loud float clip: peaks above full scale are clipped
-            assert wav.abs().max() == 1.0
+        if peak > 1.0:  # the loud float clip: peaks above full scale are clipped
+            assert np.abs(raw[:, 0]).max() > 1.0 and wav.abs().max() == 1.0
+        else:
+            assert 0.2 < wav.abs().max() < 1.0, name
 
 
 def test_load_audio_keeps_channel_zero_not_a_mix(tmp_path):
@@ -108,10 +112,11 @@ def test_load_audio_reads_flac_and_ogg(tmp_path):
         assert wav.shape == (1, 22050) and wav.abs().max() > 0.2
 
 
-def test_load_audio_accepts_str_paths(audio_cases, reference_dir):
-    clip = audio_cases["clips"][0]
-    wav = audio.load_audio(str(reference_dir / clip["file"]), clip["file_rate"])
-    assert wav.shape == (1, clip["samples_in_file"])
+def test_load_audio_accepts_str_paths(speech_clip):
+    seconds, rate = CLIP_FORMATS["mono_22k"][:2]
+    wav = audio.load_audio(str(speech_clip), rate)
+    torch.testing.assert_close(wav, audio.load_audio(speech_clip, rate), atol=0, rtol=0)
+    assert wav.shape == (1, int(seconds * rate))
 
 
 # load_audio errors --------------------------------------------------------------------------------------------------
@@ -133,9 +138,9 @@ def test_load_audio_corrupt_file(tmp_path, content):
         audio.load_audio(path, 22050)
 
 
-def test_load_audio_truncated_real_file(tmp_path, audio_cases, reference_dir):
+def test_load_audio_truncated_real_file(tmp_path, speech_clip):
     path = tmp_path / "cut.wav"
-    path.write_bytes((reference_dir / audio_cases["clips"][0]["file"]).read_bytes()[:30])
+    path.write_bytes(speech_clip.read_bytes()[:30])
     with pytest.raises(AudioError):
         audio.load_audio(path, 22050)
 
@@ -164,9 +169,9 @@ def test_load_audio_non_finite(tmp_path):
 
 
 @pytest.mark.parametrize("rate", [0, -22050, 22050.0, True])
-def test_load_audio_bad_rate(audio_cases, reference_dir, rate):
+def test_load_audio_bad_rate(speech_clip, rate):
     with pytest.raises(AudioError, match="sample_rate"):
-        audio.load_audio(reference_dir / audio_cases["clips"][0]["file"], rate)
+        audio.load_audio(speech_clip, rate)
 
 
 # Conditioning -------------------------------------------------------------------------------------------------------
@@ -228,9 +233,9 @@ def test_crop_only_draws_when_needed():
     assert cropped.shape == (1, conditioning.CONDITIONING_SAMPLES) and cropped[0, 0].item() == start
 
 
-def test_format_conditioning_refuses_multichannel(mel_norms):
+def test_format_conditioning_refuses_multichannel(tiny_assets):
     with pytest.raises(AudioError, match="mono"):
-        conditioning.format_conditioning(torch.ones(2, 1000), mel_norms, random.Random(0))
+        conditioning.format_conditioning(torch.ones(2, 1000), load_mel_norms(tiny_assets / "mel_norms.pth"), random.Random(0))
 
 
 def test_diffusion_conditioning_clip_and_mel(audio_cases, audio_tensors, reference_dir):

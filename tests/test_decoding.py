@@ -1,9 +1,11 @@
-"""The candidate loop against the original's greedy and seeded generations (exact ids)."""
+"""The candidate loop: the original's greedy and seeded generations (exact ids, parity), and its options on a tiny
+seeded decoder (seeds, batches, lengths, faithful mode, errors)."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -90,34 +92,66 @@ def test_seeded_sampling_matches_original(ar_fixture):
     assert torch.equal(got[:, : expected.shape[1]], expected)
 
 
-def test_same_seed_same_candidates_and_batches_cover_all(ar_fixture):
-    model, cases, _ = ar_fixture
+@pytest.fixture(scope="module")
+def tiny(tiny_models):
+    """(decoder, conditioning latent, text ids) of the tiny seeded models."""
+    decoder = tiny_models["autoregressive"]
+    latent = torch.randn(decoder.config.model_dim, generator=torch.Generator().manual_seed(0))
+    return decoder, latent, torch.tensor([20, 31, 2, 45, 0])
+
+
+def test_same_seed_same_candidates_and_batches_cover_all(tiny):
     options = DecodingOptions(num_candidates=5, batch_size=2, max_new_tokens=12)
-    args = (model, cases["inference.in.cond_latents"][0], cases["inference.in.text_tokens"][0], options)
-    first = sample_candidates(*args, torch.Generator().manual_seed(7))
-    second = sample_candidates(*args, torch.Generator().manual_seed(7))
-    assert first.shape == (5, 12) and torch.equal(first, second)
-    assert FAITHFUL_DECODING.batch_sizes() == [16] and DecodingOptions(num_candidates=5, batch_size=2, drop_remainder=True).batch_sizes() == [2, 2]
+    first = sample_candidates(*tiny, options, torch.Generator().manual_seed(7))
+    second = sample_candidates(*tiny, options, torch.Generator().manual_seed(7))
+    other = sample_candidates(*tiny, options, torch.Generator().manual_seed(8))
+    assert first.shape == (5, 12) and torch.equal(first, second) and not torch.equal(first, other)
+    assert DecodingOptions(num_candidates=5, batch_size=2).batch_sizes() == [2, 2, 1]
+
+
+def test_stopped_rows_are_padded_with_the_stop_token(tiny):
+    codes = sample_candidates(*tiny, DecodingOptions(num_candidates=8, max_new_tokens=40), torch.Generator().manual_seed(1))
+    stopped = (codes == TOKENS.mel_stop).int().cummax(dim=1).values.bool()  # from each row's first stop on
+    assert stopped[:, -1].any() and not stopped[:, 0].all(), "the tiny decoder should stop some rows, not all at once"
+    assert (codes[stopped] == TOKENS.mel_stop).all() and (codes[~stopped] < TOKENS.mel_start).all()
 
 
 @pytest.mark.parametrize("penalty", [1.0, 2.0])
-def test_min_new_tokens_forces_length(ar_fixture, penalty):
-    model, cases, _ = ar_fixture
+def test_min_new_tokens_forces_length(tiny, penalty):
     sampling = SamplingOptions(repetition_penalty=penalty)
-    options = DecodingOptions(sampling=sampling, num_candidates=3, batch_size=3, max_new_tokens=15, min_new_tokens=15)
-    got = sample_candidates(model, cases["inference.in.cond_latents"][0], cases["inference.in.text_tokens"][0], options, torch.Generator().manual_seed(0))
-    assert not (got == TOKENS.mel_stop).any()
+    free = DecodingOptions(sampling=sampling, num_candidates=8, batch_size=8, max_new_tokens=40)
+    assert (sample_candidates(*tiny, free, torch.Generator().manual_seed(0)) == TOKENS.mel_stop).any(), \
+        "without min_new_tokens some rows stop early, so the check below means something"
+    forced = replace(free, min_new_tokens=40)
+    assert not (sample_candidates(*tiny, forced, torch.Generator().manual_seed(0)) == TOKENS.mel_stop).any()
 
 
-def test_text_too_long_or_empty_is_a_clear_error(ar_fixture):
-    model, cases, _ = ar_fixture
-    latent = cases["inference.in.cond_latents"][0]
-    with pytest.raises(InputTextError, match="at most"):
+def test_faithful_decoding_drops_the_remainder_and_samples_differently(tiny):
+    """FAITHFUL_DECODING runs num_candidates // batch_size full batches (the rest dropped) and samples with top-k 50 and
+    the prompt ids penalised: the same seed gives other candidates than the default options."""
+    faithful = replace(FAITHFUL_DECODING, num_candidates=5, batch_size=2, max_new_tokens=10)
+    default = DecodingOptions(num_candidates=5, batch_size=2, max_new_tokens=10)
+    assert faithful.sampling == FAITHFUL_SAMPLING and FAITHFUL_SAMPLING.top_k == 50
+    assert FAITHFUL_SAMPLING.penalize_prompt_ids and not default.sampling.penalize_prompt_ids
+    assert default.sampling.top_k is None
+    dropped = sample_candidates(*tiny, faithful, torch.Generator().manual_seed(3))
+    kept = sample_candidates(*tiny, default, torch.Generator().manual_seed(3))
+    assert dropped.shape == (4, 10) and kept.shape == (5, 10)
+    assert not torch.equal(dropped, kept[:4])
+    assert FAITHFUL_DECODING.batch_sizes() == [16]
+    assert replace(FAITHFUL_DECODING, num_candidates=40).batch_sizes() == [16, 16]
+
+
+def test_text_too_long_or_empty_is_a_clear_error(tiny):
+    model, latent, _ = tiny
+    with pytest.raises(InputTextError, match=f"at most {model.config.max_text_tokens}"):
         sample_candidates(model, latent, torch.ones(model.config.max_text_tokens + 1, dtype=torch.long), DecodingOptions(max_new_tokens=4))
     with pytest.raises(InputTextError, match="no tokens"):
         sample_candidates(model, latent, torch.zeros(0, dtype=torch.long), DecodingOptions(max_new_tokens=4))
-    with pytest.raises(OptionsError, match="max_new_tokens"):
+    with pytest.raises(OptionsError, match=f"max_new_tokens <= {model.config.mel_positions - 1}"):
         sample_candidates(model, latent, torch.ones(3, dtype=torch.long), DecodingOptions(max_new_tokens=model.config.mel_positions))
+    sample_candidates(model, latent, torch.ones(model.config.max_text_tokens, dtype=torch.long), DecodingOptions(
+        num_candidates=1, max_new_tokens=model.config.mel_positions - 1, min_new_tokens=model.config.mel_positions - 1))
 
 
 @pytest.mark.parametrize(

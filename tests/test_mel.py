@@ -1,6 +1,7 @@
-"""The two mel spectrograms, their filter banks and the mel norms, against the original's outputs.
+"""The two mel spectrograms, their filter banks and the mel norms.
 
-Clip names, keys and shapes all come from the reference folder's audio_cases.json.
+Parity tests compare with the original's outputs; their clip names, keys and shapes all come from the reference
+folder's audio_cases.json. The other tests use a synthesized clip and the tiny model's mel norms.
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ def mel_norms_path(reference_dir):
 @pytest.fixture(scope="module")
 def mel_norms(mel_norms_path):
     return mel.load_mel_norms(mel_norms_path)
+
+
+@pytest.fixture(scope="module")
+def own_mel_norms_path(tiny_assets):
+    return tiny_assets / "mel_norms.pth"
+
+
+@pytest.fixture(scope="module")
+def own_mel_norms(own_mel_norms_path):
+    return mel.load_mel_norms(own_mel_norms_path)
+
+
+@pytest.fixture(scope="module")
+def wav_22k(speech_clip):
+    """(1, N) synthesized speech at 22.05 kHz."""
+    return load_audio(speech_clip, mel.CONDITIONING_SAMPLE_RATE)
 
 
 def _present(audio_cases, audio_tensors, what):
@@ -100,9 +117,9 @@ def test_mel_norms_corrupt_file(tmp_path, content):
         mel.load_mel_norms(path)
 
 
-def test_mel_norms_truncated_file(tmp_path, mel_norms_path):
+def test_mel_norms_truncated_file(tmp_path, own_mel_norms_path):
     path = tmp_path / "mel_norms.pth"
-    path.write_bytes(mel_norms_path.read_bytes()[:100])
+    path.write_bytes(own_mel_norms_path.read_bytes()[:100])
     with pytest.raises(CheckpointError):
         mel.load_mel_norms(path)
 
@@ -143,8 +160,8 @@ def test_conditioning_mel_of_every_clip(audio_cases, audio_tensors, mel_norms, r
         torch.testing.assert_close(got, audio_tensors[key], atol=ATOL, rtol=0, msg=clip["name"])
 
 
-def test_conditioning_mel_batch_and_shapes(audio_cases, audio_tensors, mel_norms, reference_dir):
-    wav = _clip_22k(audio_cases["clips"][0], audio_tensors, reference_dir)[0]
+def test_conditioning_mel_batch_and_shapes(wav_22k, own_mel_norms):
+    wav, mel_norms = wav_22k[0], own_mel_norms
     single = mel.conditioning_mel(wav, mel_norms)
     assert single.dim() == 2 and single.shape[0] == mel.CONDITIONING_N_MELS
     assert single.shape[1] == wav.shape[0] // mel.HOP_LENGTH + 1
@@ -198,20 +215,23 @@ def test_univnet_mel_matches_an_fft_stft():
     torch.testing.assert_close(mel.univnet_mel(wav.float()).double(), reference, atol=2e-3, rtol=0)
 
 
-def test_too_short_audio_is_refused(mel_norms):
+def test_too_short_audio_is_refused(own_mel_norms):
     with pytest.raises(ValueError, match="samples"):
         mel.univnet_mel(torch.zeros(mel.N_FFT // 2))
     with pytest.raises(ValueError, match="samples"):
-        mel.conditioning_mel(torch.zeros(1, 100), mel_norms)
+        mel.conditioning_mel(torch.zeros(1, 100), own_mel_norms)
     with pytest.raises(ValueError, match="shape"):
         mel.univnet_mel(torch.zeros(2, 2, 4096))
 
 
 # Tacotron normalisation ---------------------------------------------------------------------------------------------
-def test_tacotron_normalisation(reference_dir):
+def test_tacotron_constants_match_the_original(reference_dir):
     constants = read_json(reference_dir / "tortoise" / "constants.json")
     assert mel.TACOTRON_MEL_MIN == constants["TACOTRON_MEL_MIN"]
     assert mel.TACOTRON_MEL_MAX == constants["TACOTRON_MEL_MAX"]
+
+
+def test_tacotron_normalisation():
     ends = torch.tensor([mel.TACOTRON_MEL_MIN, mel.TACOTRON_MEL_MAX])
     torch.testing.assert_close(mel.normalize_tacotron_mel(ends), torch.tensor([-1.0, 1.0]))
     x = torch.linspace(-1.5, 1.5, 31)
@@ -219,13 +239,12 @@ def test_tacotron_normalisation(reference_dir):
 
 
 # Devices ------------------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_mels_on_cuda(audio_cases, audio_tensors, mel_norms, reference_dir):
-    clip, key = _present(audio_cases, audio_tensors, "torch_mel_full")[0]
-    wav = _clip_22k(clip, audio_tensors, reference_dir)
-    got = mel.conditioning_mel(wav.cuda(), mel_norms.cuda())
+@pytest.mark.cuda
+def test_mels_on_cuda(wav_22k, own_mel_norms):
+    wav = wav_22k
+    got = mel.conditioning_mel(wav.cuda(), own_mel_norms.cuda())
     assert got.is_cuda
-    torch.testing.assert_close(got.cpu(), audio_tensors[key], atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.cpu(), mel.conditioning_mel(wav, own_mel_norms), atol=1e-3, rtol=0)
     uni = mel.univnet_mel(wav.cuda())
     assert uni.is_cuda
     torch.testing.assert_close(uni.cpu(), mel.univnet_mel(wav), atol=1e-2, rtol=0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from tortoise_clvp.config import TOKENS
 from tortoise_clvp.errors import OptionsError
 from tortoise_clvp.pipeline.sampling import (
+    FAITHFUL_SAMPLING,
     FAKE_PROMPT_ID,
     SamplingOptions,
     apply_repetition_penalty,
@@ -40,6 +43,24 @@ def test_prompt_ids_are_seen_only_in_faithful_mode():
     assert not initial_seen(2, 8194, SamplingOptions(), torch.device("cpu")).any()
     seen = initial_seen(2, 8194, SamplingOptions(penalize_prompt_ids=True), torch.device("cpu"))
     assert seen[:, FAKE_PROMPT_ID].all() and seen[:, TOKENS.mel_start].all() and seen.sum() == 4
+
+
+def test_faithful_sampling_keeps_only_the_50_best_and_penalises_the_prompt_ids():
+    """What FAITHFUL_SAMPLING claims to restore: transformers' silent top_k=50, and the penalty on the fake prompt."""
+    vocab, rows = 8194, 256
+    logits = torch.zeros(rows, vocab)
+    logits[:, 100:150] = 0.5  # the 50 best, together far below top_p's 0.8 of the mass
+    seen = torch.zeros(rows, vocab, dtype=torch.bool)
+    best = lambda ids: ((ids >= 100) & (ids < 150)).float().mean().item()  # noqa: E731
+    assert best(next_tokens(logits, seen, SamplingOptions(), torch.Generator().manual_seed(0))) < 0.1
+    assert best(next_tokens(logits, seen, FAITHFUL_SAMPLING, torch.Generator().manual_seed(0))) == 1.0
+
+    logits = torch.zeros(1, vocab)
+    logits[0, FAKE_PROMPT_ID], logits[0, 7] = 3.0, 2.0
+    for options, expected in ((SamplingOptions(do_sample=False), FAKE_PROMPT_ID),
+                              (replace(FAITHFUL_SAMPLING, do_sample=False), 7)):  # 3.0 / 2 < 2.0
+        seen = initial_seen(1, vocab, options, torch.device("cpu"))
+        assert next_tokens(logits, seen, options).item() == expected
 
 
 def test_forbid_stop_bans_the_stop_token():
