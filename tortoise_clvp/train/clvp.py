@@ -75,7 +75,7 @@ def evaluate_scorer(clvp: ClvpModel, texts: Sequence[Tensor], codes: Sequence[Te
     for direction, values in retrieval_metrics(scores).items():
         for name in ("R@1", "R@5", "mean_rank"):
             metrics[f"{direction}_{name}"] = values[name]
-    metrics["logit_scale"] = float(clvp.temperature.exp())
+    metrics["logit_scale"] = clvp.temperature.exp().item()
     return metrics
 
 

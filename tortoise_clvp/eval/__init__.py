@@ -1,0 +1,1 @@
+"""Quality measurements that need an independent judge (an ASR): the `eval` extra."""
