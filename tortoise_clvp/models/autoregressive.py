@@ -86,6 +86,50 @@ class KVCache(nn.Module):
         return self.k[:rows, :, :end], self.v[:rows, :, :end]
 
 
+class RowKVCache(nn.Module):
+    """Key/value buffers (rows, H, max_len, d) in which every row holds its own sequence at its own length: for
+    continuous batching, where the rows of different prompts decode together and join or leave between steps.
+
+    A decode step writes one new position per row, row b at `start[b]`, into rows [0, B); each row then attends to
+    its own positions up to the new one, through a mask over the whole buffer width (a fixed width, so a row's
+    numbers do not depend on which other rows share the step). The buffers are zeroed rather than left
+    uninitialised because masked entries still enter the weighted sum (0 * NaN would poison it). While `target`
+    is set (`AutoregressiveModel.prefill_rows`), a one-row prompt is written into every row of that slice.
+    """
+
+    def __init__(self, rows: int, heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        shape = (rows, heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.target: slice | None = None
+
+    def update(self, start: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Write k, v (B, H, t, d) from positions `start` (B,); return the keys and values (B, H, L, d) the new
+        positions attend to and the mask (B, 1, t, L) of what each may see (its own row, up to itself)."""
+        t = k.shape[2]
+        width = torch.arange(self.k.shape[2], device=k.device)
+        if self.target is not None:  # one prompt (1, H, t, d) into every row of the target slice
+            begin = int(start[0])
+            self.k[self.target, :, begin : begin + t] = k
+            self.v[self.target, :, begin : begin + t] = v
+            row = slice(self.target.start, self.target.start + 1)
+            newest = begin + torch.arange(t, device=k.device)  # (t,)
+            return self.k[row], self.v[row], (width <= newest[:, None])[None, None]
+        if t != 1:
+            raise ValueError(f"a per-row decode step writes one position per row, got {t}")
+        rows = torch.arange(k.shape[0], device=k.device)
+        self.k[rows, :, start] = k[:, :, 0]
+        self.v[rows, :, start] = v[:, :, 0]
+        mask = width <= start[:, None]  # (B, L)
+        return self.k[: k.shape[0]], self.v[: k.shape[0]], mask[:, None, None]
+
+    def keep_rows(self, rows: Tensor) -> None:
+        """Move rows `rows` (ascending) to the front, in order: the rows that stay when others leave."""
+        self.k[: rows.numel()] = self.k[rows]
+        self.v[: rows.numel()] = self.v[rows]
+
+
 def shared_prefix_attention(q: Tensor, k: Tensor, v: Tensor, shared: int) -> Tensor:
     """One new position per row, q (B, H, 1, d), over keys/values (B, H, L, d) whose first `shared` positions are
     valid in row 0 only (the prompt every row shares). The prefix is read once for all rows."""
@@ -110,6 +154,10 @@ class SelfAttention(nn.Module):
         """`start` is the cache position of x's first row, or None for a plain causal pass without cache."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
+        if isinstance(start, Tensor):  # one position per row over a RowKVCache (continuous batching)
+            k, v, mask = self.cache.update(start, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.proj(y.transpose(1, 2).reshape(b, t, c))
         shared = 0
         if start is not None and self.cache is not None:
             k, v = self.cache.update(start, k, v)
@@ -243,7 +291,7 @@ class AutoregressiveModel(nn.Module):
     def setup_cache(self, batch: int, max_len: int) -> None:
         """Allocate (or reuse) cache buffers for `batch` rows and sequences up to `max_len` positions."""
         first = self.blocks[0].attn.cache
-        if first is not None and first.k.shape[0] == batch and first.k.shape[2] >= max_len:
+        if isinstance(first, KVCache) and first.k.shape[0] == batch and first.k.shape[2] >= max_len:
             return
         for block in self.blocks:
             block.attn.cache = KVCache(batch, self.config.heads, max_len, self.config.head_dim, self.dtype, self.device)
@@ -252,6 +300,38 @@ class AutoregressiveModel(nn.Module):
         for block in self.blocks:
             block.attn.cache = None
 
+    def setup_row_cache(self, rows: int, max_len: int) -> None:
+        """Per-row cache buffers (`RowKVCache`) for at least `rows` rows and `max_len` positions; growing one keeps
+        what its rows hold."""
+        first = self.blocks[0].attn.cache
+        if isinstance(first, RowKVCache) and first.k.shape[0] >= rows and first.k.shape[2] >= max_len:
+            return
+        for block in self.blocks:
+            old = block.attn.cache
+            cache = RowKVCache(rows, self.config.heads, max_len, self.config.head_dim, self.dtype, self.device)
+            if isinstance(old, RowKVCache):
+                kept, length = min(rows, old.k.shape[0]), min(max_len, old.k.shape[2])
+                cache.k[:kept, :, :length] = old.k[:kept, :, :length]
+                cache.v[:kept, :, :length] = old.v[:kept, :, :length]
+            block.attn.cache = cache
+
+    @torch.no_grad()
+    def prefill_rows(self, x: Tensor, rows: slice) -> Tensor:
+        """Run one prompt (1, P, C) into every row of `rows` of the per-row cache, from position 0; return its last
+        position's mel logits (1, V)."""
+        for block in self.blocks:
+            block.attn.cache.target = rows
+        try:
+            return self.prefill(x, torch.zeros(1, dtype=torch.long, device=x.device))
+        finally:
+            for block in self.blocks:
+                block.attn.cache.target = None
+
+    def keep_cache_rows(self, rows: Tensor) -> None:
+        """Per-row cache: move rows `rows` (ascending) to the front, in order (the others left the batch)."""
+        for block in self.blocks:
+            block.attn.cache.keep_rows(rows)
+
     @torch.no_grad()
     def prefill(self, x: Tensor, start: int = 0) -> Tensor:
         """Run embeddings (B, T, C) into the cache from `start`; return the last row's mel logits (B, V)."""
@@ -259,9 +339,14 @@ class AutoregressiveModel(nn.Module):
         return self.mel_logits(hidden[:, -1])
 
     @torch.no_grad()
-    def decode_step(self, codes: Tensor, mel_position: int, cache_position: int) -> Tensor:
-        """One new code per row (B,) at `mel_position`, stored at `cache_position` -> mel logits (B, V)."""
-        positions = torch.tensor([mel_position], device=codes.device)
+    def decode_step(self, codes: Tensor, mel_position: int | Tensor, cache_position: int | Tensor) -> Tensor:
+        """One new code per row (B,) at `mel_position`, stored at `cache_position` -> mel logits (B, V).
+
+        With a per-row cache (`setup_row_cache`) both positions are (B,) tensors, one per row."""
+        if isinstance(mel_position, Tensor):
+            positions = mel_position.reshape(-1, 1)  # (B, 1): each row at its own mel position
+        else:
+            positions = torch.tensor([mel_position], device=codes.device)
         x = self.embed_mel(codes.unsqueeze(1), positions)  # (B, 1, C)
         return self.mel_logits(self.transformer(x, cache_position)[:, 0])
 
