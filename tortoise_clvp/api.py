@@ -70,8 +70,9 @@ class CandidateResult:
     """Ranked candidates for one text, and the decoder latents of the best `k` (what diffusion consumes).
 
     text_ids: (T,) tokenizer ids plus Tortoise's appended stop id. raw_codes: (N, L) as sampled, stop-padded;
-    lengths: (N,) speech tokens before each stop. ranked: fixed codes with CLVP scores. best: (k,) indices into them, best first. latents: one (frames, C)
-    tensor per best candidate, cut after the calm tokens. timings: seconds per stage.
+    lengths: (N,) speech tokens before each stop. ranked: fixed codes with CLVP scores. best: (k,) indices into them,
+    best first. latents: one (frames, C) tensor per best candidate, cut after the calm tokens. timings: seconds per
+    stage.
     """
 
     text_ids: Tensor
@@ -82,6 +83,10 @@ class CandidateResult:
     latents: list[Tensor]
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
+
+    def ranking(self) -> list[tuple[int, float, int]]:
+        """Every candidate best first, as plain numbers: (index in sampling order, CLVP score, speech tokens)."""
+        return [(index, float(self.ranked.scores[index]), int(self.lengths[index])) for index in self.ranked.order.tolist()]
 
 
 @dataclass(frozen=True)

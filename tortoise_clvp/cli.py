@@ -386,10 +386,11 @@ def candidates(
             tts = _load(models_dir, device, progress=progress)
             conditioning = voice_latents(tts, spec, seed=seed if spec.is_random else None, progress=progress).conditioning
             result = tts.candidates(text, conditioning, options, k=keep, seed=seed, progress=progress)
-    typer.echo(f"seed {result.seed}; {len(result.ranked.order)} candidates ranked by CLVP score")
+    ranking = result.ranking()
+    typer.echo(f"seed {result.seed}; {len(ranking)} candidates ranked by CLVP score")
     typer.echo(f"{'rank':>4}  {'index':>5}  {'score':>8}  {'tokens':>6}")
-    for position, index in enumerate(result.ranked.order.tolist(), 1):
-        typer.echo(f"{position:>4}  {index:>5}  {result.ranked.scores[index].item():8.4f}  {int(result.lengths[index]):>6}")
+    for position, (index, score, tokens) in enumerate(ranking, 1):
+        typer.echo(f"{position:>4}  {index:>5}  {score:8.4f}  {tokens:>6}")
     timing = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in result.timings.items())
     typer.echo(f"timings: {timing}")
 
