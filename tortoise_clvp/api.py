@@ -47,6 +47,7 @@ Voice = Union[Conditioning, Sequence[Clip]]
 # rows all stopped early jumps to its end), "candidates finished" (candidates that stopped or reached the budget),
 # "reranking" (CLVP batches), "diffusion" (sampler steps over all kept candidates), "vocoder" (waveforms).
 Progress = Callable[[str, int, int], None]
+Sampler = Callable[..., Tensor]  # sample_candidates' signature: (model, cond_latent, text_ids, options, generator, ...)
 WAVEFORM_SEED_OFFSET = 1  # the diffusion and vocoder noise come from seed + 1, token sampling from seed
 
 
@@ -116,8 +117,11 @@ class Speech:
 class TextToSpeech:
     """A loaded model directory plus the device it runs on. Build it with `from_local`."""
 
-    def __init__(self, models: LoadedModels):
+    def __init__(self, models: LoadedModels, sampler: Sampler = sample_candidates):
+        """`sampler` draws the speech-token candidates (`pipeline.decoding.sample_candidates`, or a shared decoder's
+        that batches many callers' rows together: `pipeline.batched_decoding.BatchedDecoder`, used by the server)."""
         self.models = models
+        self.sampler = sampler
 
     @classmethod
     def from_local(
@@ -267,7 +271,7 @@ class TextToSpeech:
             progress("candidates finished", finished, total)
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        raw = sample_candidates(
+        raw = self.sampler(
             models.autoregressive, conditioning.autoregressive, text_ids, options, generator,
             on_step=None if progress is None else on_step,
         )

@@ -515,3 +515,77 @@ def train(
         count = len(rejected.read_text(encoding="utf-8").splitlines())
         typer.secho(f"{count} item(s) of {data} were skipped; why, item by item: {rejected}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"done: {stage} in {work_dir}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    models_dir: ModelsDir = None,
+    device: Device = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders.")] = "float32",
+    workers: Annotated[int, typer.Option(min=1, help="Requests synthesized at once (their candidates share the decoder).")] = 8,
+    max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond those; more get 429 with Retry-After.")] = 32,
+    max_rows: Annotated[int, typer.Option(min=1, help="Candidate rows decoded together at most (memory).")] = 64,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds a request may take, waiting included.")] = 600.0,
+    preset_name: Annotated[str, typer.Option("--preset", help="Preset for requests naming the model itself (tts-1: ultra_fast_dpm, tts-1-hd: fast_dpm).")] = "ultra_fast_dpm",
+    model_name: Annotated[Optional[str], typer.Option(help="The model's own name in requests (default: its folder's name).")] = None,
+    voices_dir: VoicesDir = [],  # noqa: B006
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Voice latent cache (default ~/.cache/tortoise_clvp/latents).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = "info",
+) -> None:
+    """Serve OpenAI's speech API, voice uploads, metrics and a web page over HTTP (needs the 'serve' extra)."""
+    try:
+        import uvicorn
+
+        from .serve.app import create_app
+        from .serve.settings import ServeSettings
+    except ImportError as error:
+        _fail(f"the server needs FastAPI and uvicorn ({error.name} is missing): pip install 'tortoise-clvp[serve]'")
+    from .weights.discovery import resolve_models_dir
+
+    _check_dtype(dtype)
+    with _clear_errors():
+        name = model_name or resolve_models_dir(models_dir).path.name
+        settings = ServeSettings(
+            model_name=name, default_preset=preset_name, workers=workers, max_queue=max_queue, timeout_s=timeout,
+            max_rows=max_rows, voices_dirs=tuple(voices_dir), cache_dir=cache_dir,
+        )
+        application = create_app(_load(models_dir, device, dtype), settings)
+    typer.echo(f"serving model {name!r} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
+    uvicorn.run(application, host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="JSONL: one {id, text, voice, [preset, seed, format]} per line.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: <id>.<format> files and results.jsonl.")],
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Run on Ray: a cluster address (from `ray start --head`), or 'local' to start one here. Without it: a pool of workers in this process.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Items at a time (local) or Ray actors, each loading the models once.")] = 2,
+    retries: Annotated[int, typer.Option(min=0, help="Ray: extra attempts for an item whose worker died.")] = 2,
+    models_dir: ModelsDir = None,
+    device: Device = "cpu",
+    voices_dir: VoicesDir = [],  # noqa: B006
+    quiet: Quiet = False,
+) -> None:
+    """Speak every line of a manifest into --out; rerunning skips finished items (resumable)."""
+    from .batch import LocalPool, RayPool, run_batch
+
+    def show(event) -> None:
+        if not quiet or event.kind == "failed":
+            detail = f": {event.detail}" if event.detail else ""
+            typer.echo(f"[{event.done}/{event.total}] {event.kind} {event.id}{detail}", err=True)
+
+    with _clear_errors():
+        if ray_address is None:
+            pool = LocalPool(_load(models_dir, device), workers, voices_dir)
+        else:
+            pool = RayPool(models_dir, ray_address, workers, device, retries=retries, voices_dirs=voices_dir)
+        try:
+            summary = run_batch(manifest, out, pool, show)
+        finally:
+            pool.close()
+    typer.echo(f"{summary.written} written, {summary.skipped} already done, {summary.failed} failed; "
+               f"results in {summary.results_path}")
+    if summary.failed:
+        raise typer.Exit(code=1)
