@@ -553,7 +553,11 @@ def serve(
         )
         application = create_app(_load(models_dir, device, dtype), settings)
     typer.echo(f"serving model {name!r} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
-    uvicorn.run(application, host=host, port=port, log_level=log_level)
+    try:
+        uvicorn.run(application, host=host, port=port, log_level=log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on; stopping this way is the normal end
+        pass
+    typer.echo("server stopped", err=True)
 
 
 @app.command()
