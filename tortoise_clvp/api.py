@@ -30,6 +30,7 @@ from .pipeline.conditioning import (
 from .pipeline.decoding import DecodingOptions, check_lengths, sample_candidates
 from .pipeline.diffusion import latents_to_mel
 from .pipeline.rerank import RankedCandidates, rank, score_candidates
+from .pipeline.samplers import SamplerOptions
 from .pipeline.trimming import (
     calm_trim_length,
     fix_speech_decoder_output,
@@ -316,7 +317,6 @@ class TextToSpeech:
         """
         options = self.check_generation(voice, options)
         seed = seed_or_draw(seed)
-        models = self.models
         start = time.perf_counter()
         conditioning = self._conditioning(voice, progress)
         conditioned_in = time.perf_counter() - start
@@ -324,13 +324,31 @@ class TextToSpeech:
         timings = dict(result.timings)
         timings["conditioning"] += conditioned_in
 
+        waveforms = self.waveforms(result.latents, conditioning, options.diffusion, seed, progress, timings)
+        return Speech(waveforms, OUTPUT_SAMPLE_RATE, result, seed, timings)
+
+    def waveforms(
+        self,
+        latents: Sequence[Tensor],
+        conditioning: Conditioning,
+        diffusion: SamplerOptions,
+        seed: int,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> list[Tensor]:
+        """Decoder latents, (frames, C) each -> one 24 kHz waveform (samples,) each: the diffusion decoder sampled with
+        `diffusion`, then the vocoder. All noise comes from one generator seeded with seed + WAVEFORM_SEED_OFFSET (all
+        diffusion first, then the vocoder), so one candidate's latents give the audio `generate` makes of it with the
+        same seed. `conditioning` needs its diffusion latent. progress: "diffusion" and "vocoder"; `timings` (if
+        given) gets the seconds of each."""
+        models, timings = self.models, {} if timings is None else timings
         generator = torch.Generator(self.device).manual_seed(seed + WAVEFORM_SEED_OFFSET)
         mels, start = [], time.perf_counter()
-        total = options.diffusion.steps * len(result.latents)
-        for index, latents in enumerate(result.latents):
-            base = index * options.diffusion.steps
+        total = diffusion.steps * len(latents)
+        for index, latent in enumerate(latents):
+            base = index * diffusion.steps
             on_step = None if progress is None else (lambda done, _of, base=base: progress("diffusion", base + done, total))
-            mels.append(latents_to_mel(models.diffusion, latents, conditioning.diffusion, options.diffusion, generator, on_step))
+            mels.append(latents_to_mel(models.diffusion, latent, conditioning.diffusion, diffusion, generator, on_step))
         timings["diffusion"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -342,7 +360,7 @@ class TextToSpeech:
                 if report is not None:
                     report(index + 1, len(mels))
         timings["vocoder"] = time.perf_counter() - start
-        return Speech(waveforms, OUTPUT_SAMPLE_RATE, result, seed, timings)
+        return waveforms
 
 
 @functools.lru_cache(maxsize=2)

@@ -416,6 +416,9 @@ def bench_rerank(
     candidate_grid: Annotated[str, typer.Option("--candidates", help="Candidate counts, comma-separated.")] = "4,16",
     seeds: Annotated[str, typer.Option(help="Seeds, comma-separated.")] = "0,1",
     clvp_batch_size: Annotated[int, typer.Option(min=1, help="Candidates CLVP scores at once.")] = 16,
+    asr: Annotated[bool, typer.Option("--asr", help="Also score by ear: every candidate to audio (the line's preset), "
+                                      "transcribed by Whisper tiny.en; WER of CLVP's pick vs random vs best per N. "
+                                      "Needs the eval extra.")] = False,
     models_dir: ModelsDir = None,
     device: Device = "cpu",
     quiet: Quiet = False,
@@ -431,13 +434,18 @@ def bench_rerank(
 
     with _clear_errors():
         grid, seed_list = numbers(candidate_grid, "--candidates"), numbers(seeds, "--seeds")
+        transcriber = None
+        if asr:  # before the models load: a missing eval extra is one message, at once
+            from .eval.asr import Transcriber
+
+            transcriber = Transcriber()
         with _Progress(quiet) as progress:
             from .bench.rerank_report import run_rerank_benchmark
 
             tts = _load(models_dir, device, progress=progress)
             out.mkdir(parents=True, exist_ok=True)
             report = run_rerank_benchmark(tts, manifest, out, candidates=grid, seeds=seed_list, progress=progress,
-                                          clvp_batch_size=clvp_batch_size)
+                                          clvp_batch_size=clvp_batch_size, transcriber=transcriber)
     typer.echo(report.markdown)
     typer.echo(f"wrote {report.json_path} and {report.markdown_path}")
 

@@ -9,7 +9,9 @@ holds `DecodingOptions` fields (``batch_size``, ``max_new_tokens``, ``min_new_to
 ``drop_remainder``) and `SamplingOptions` fields, flat (``temperature``, ``top_p``, ``top_k``,
 ``repetition_penalty``, ``penalize_prompt_ids``, ``do_sample``) or nested under ``"sampling"``;
 ``num_candidates`` is accepted but replaced by the benchmark's candidate grid. ``id`` is optional (default
-``line<N>``). Blank lines are skipped. Every problem is reported with the manifest's file name and line number.
+``line<N>``). ``preset`` (optional, default the library's default preset) names the preset whose diffusion settings
+turn candidates into audio when the run is scored by ear. Blank lines are skipped. Every problem is reported with the
+manifest's file name and line number.
 
 Design (what the numbers mean):
 
@@ -38,6 +40,10 @@ Design (what the numbers mean):
   spreads are the practical measure.
 - Throughput: candidates per second of the sampling stage and of the scoring stage (the fix-up and CLVP scoring
   as `TextToSpeech.candidates` times them), summed over every text and seed.
+- By ear (with a transcriber, `clvp-tts bench rerank --asr`): every candidate becomes audio (the line's preset for
+  the diffusion stage) and is transcribed; ``asr.best_of_n`` compares CLVP's pick, a random pick and the ASR-best
+  pick for every N, and ``asr.spearman`` gives each text's rank correlation of CLVP score and WER
+  (`bench.best_of_n` defines them).
 
 The numbers are only as meaningful as the weights: with random models the run works end to end but measures
 nothing about speech. The library writes files and never prints.
@@ -63,6 +69,8 @@ from ..atomic import write_bytes_atomic
 from ..errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
 from ..pipeline.decoding import DecodingOptions
 from ..pipeline.sampling import SamplingOptions
+from ..presets import DEFAULT_PRESET, PRESETS
+from .best_of_n import HeardCandidates, Transcriber, best_of_n_rows, hear_candidates, text_correlation
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -90,7 +98,7 @@ _SAMPLING_KEYS: dict[str, str] = {
     "penalize_prompt_ids": "bool",
     "do_sample": "bool",
 }
-_ENTRY_KEYS = ("text", "voice", "options", "id")
+_ENTRY_KEYS = ("text", "voice", "options", "id", "preset")
 
 
 # manifest ----------------------------------------------------------------------------------------------------------
@@ -103,6 +111,7 @@ class ManifestEntry:
     text: str
     voice: tuple[Path, ...]
     options: DecodingOptions
+    preset: str = DEFAULT_PRESET  # its diffusion settings make the audio the ASR hears
 
 
 def _where(path: Path, line: int) -> str:
@@ -197,7 +206,10 @@ def parse_manifest_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
     if not isinstance(ident, (str, int)) or isinstance(ident, bool) or str(ident) == "":
         raise OptionsError(f"{where}: 'id' must be a non-empty string, got {json.dumps(ident)}")
     voice = _parse_voice(entry["voice"], manifest.parent, where)
-    return ManifestEntry(line, str(ident), text, voice, parse_options(entry.get("options"), where))
+    preset = entry.get("preset", DEFAULT_PRESET)
+    if preset not in PRESETS:
+        raise OptionsError(f"{where}: unknown preset {json.dumps(preset)}; choose one of {', '.join(PRESETS)}")
+    return ManifestEntry(line, str(ident), text, voice, parse_options(entry.get("options"), where), preset)
 
 
 def load_manifest(path: str | os.PathLike) -> list[ManifestEntry]:
@@ -373,6 +385,7 @@ class _Run:  # one (text, seed) candidate set, kept in memory for the cross-text
     raw_codes: Tensor
     fixed_codes: Tensor
     timings: dict[str, float]
+    heard: HeardCandidates | None = None  # with a transcriber
 
 
 def _wrap(error: TortoiseClvpError, where: str) -> TortoiseClvpError:
@@ -381,8 +394,10 @@ def _wrap(error: TortoiseClvpError, where: str) -> TortoiseClvpError:
     return wrapped
 
 
-def _plan(tts, entries: list[ManifestEntry], manifest: Path, largest: int) -> list[tuple[Tensor, DecodingOptions]]:
-    """Tokenize every text and fit its options to the largest N, before any sampling (fail fast, with lines)."""
+def _plan(tts, entries: list[ManifestEntry], manifest: Path, largest: int,
+          by_ear: bool = False) -> list[tuple[Tensor, DecodingOptions]]:
+    """Tokenize every text and fit its options to the largest N, before any sampling (fail fast, with lines); by ear,
+    also check that the models can make audio."""
     plans = []
     for entry in entries:
         where = _where(manifest, entry.line)
@@ -394,6 +409,8 @@ def _plan(tts, entries: list[ManifestEntry], manifest: Path, largest: int) -> li
                     "candidates; drop the option or use a batch_size that divides it"
                 )
             text_ids = tts.check_text(entry.text, options)
+            if by_ear:
+                tts.check_generation(entry.voice, entry.preset)
         except TortoiseClvpError as error:
             raise _wrap(error, where) from error
         plans.append((text_ids, options))
@@ -430,13 +447,16 @@ def run_rerank_benchmark(
     progress: Progress | None = None,
     clvp_batch_size: int = 16,
     metadata: Mapping[str, Any] | None = None,
+    transcriber: Transcriber | None = None,
 ) -> Report:
     """Run the reranking benchmark on a manifest and write report.json, report.md and PNG plots into out_dir.
 
     tts: a loaded `TextToSpeech`. candidates: the grid of N (max(N) sampled once per text and seed, smaller N
     are its prefixes). seeds: sampling seeds. progress(stage, done, total) gets "sampling" after every
     (text, seed) and "retrieval" after every seed's matrix. metadata: extra facts for report.json's
-    "environment" (e.g. system info). Every file is written atomically. Returns the Report.
+    "environment" (e.g. system info). transcriber: score by ear (`eval.asr.Transcriber`, the `eval` extra): every
+    candidate becomes audio and is transcribed (progress "by ear" after every text and seed), adding the report's
+    "asr" part. Every file is written atomically. Returns the Report.
     """
     grid, seeds = check_grid(candidates, seeds)
     if clvp_batch_size < 1:
@@ -444,7 +464,7 @@ def run_rerank_benchmark(
     manifest = Path(manifest_path)
     entries = load_manifest(manifest)
     largest = grid[-1]
-    plans = _plan(tts, entries, manifest, largest)
+    plans = _plan(tts, entries, manifest, largest, by_ear=transcriber is not None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
@@ -462,10 +482,17 @@ def run_rerank_benchmark(
                 conditioning_s[entry.voice] = time.perf_counter() - start
             text_runs = []
             for seed_index, seed in enumerate(seeds):
-                result = tts.candidates(entry.text, conditionings[entry.voice], options, k=1, seed=seed,
-                                        clvp_batch_size=clvp_batch_size)
+                conditioning = conditionings[entry.voice]
+                result = tts.candidates(entry.text, conditioning, options, k=largest if transcriber else 1,
+                                        seed=seed, clvp_batch_size=clvp_batch_size)
+                heard = None
+                if transcriber is not None:
+                    heard = hear_candidates(tts, entry.text, conditioning, result, PRESETS[entry.preset].diffusion,
+                                            transcriber)
+                    if progress is not None:
+                        progress("by ear", index * len(seeds) + seed_index + 1, total)
                 text_runs.append(_Run(seed, result.ranked.scores.float(), result.lengths, result.raw_codes,
-                                      result.ranked.codes, dict(result.timings)))
+                                      result.ranked.codes, dict(result.timings), heard))
                 if progress is not None:
                     progress("sampling", index * len(seeds) + seed_index + 1, total)
         except TortoiseClvpError as error:
@@ -515,6 +542,11 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
                     "same_as_largest": best == chosen,
                 })
             run_rows.append({
+                **({} if run.heard is None else {"asr": {
+                    "transcripts": list(run.heard.transcripts), "seconds": [_round(x, 3) for x in run.heard.seconds],
+                    "wer": [_round(x) for x in run.heard.errors.wer], "cer": [_round(x) for x in run.heard.errors.cer],
+                    "audio_s": run.heard.audio_s, "asr_s": run.heard.asr_s,
+                }}),
                 "seed": run.seed,
                 "candidates": int(run.scores.numel()),
                 "scores": [_round(s) for s in run.scores.tolist()],
@@ -539,6 +571,7 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
             "voice": [str(p) for p in entry.voice],
             "text_tokens": int(text_ids.numel()),
             "options": dataclasses.asdict(options),
+            "preset": entry.preset,
             "conditioning_s": conditioning_s.get(entry.voice, 0.0),
             "runs": run_rows,
         })
@@ -605,6 +638,7 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
             "best_by_n": best_by_n,
             "across_seeds": across_seeds if len(seeds) > 1 else None,
         },
+        "asr": _by_ear(entries, runs, grid),
         "throughput": {
             "candidates_sampled": sampled,
             "speech_tokens_sampled": tokens,
@@ -617,6 +651,26 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
             "conditioning_s": sum(conditioning_s.values()),
             "latents_s": sum(run.timings.get("latents", 0.0) for run in flat_runs),
         },
+    }
+
+
+def _by_ear(entries, runs, grid) -> dict[str, Any] | None:
+    """The report's "asr" part (None when the run was not scored by ear)."""
+    if runs[0][0].heard is None:
+        return None
+    flat = [run.heard for text_runs in runs for run in text_runs]
+    return {
+        "definition": "per candidate: WER and CER of its transcript (normalised); per N over the first N candidates: "
+                      "clvp = CLVP's top-1, random = mean over the N, oracle = lowest WER (then CER); averaged over "
+                      "texts and seeds. spearman: per text, CLVP score vs WER over all its candidates (negative = "
+                      "CLVP prefers what the ASR understands)",
+        "best_of_n": [{k: _round(v) if k != "n" else v for k, v in row.items()}
+                      for row in best_of_n_rows([h.errors for h in flat], grid)],
+        "spearman": [{"id": entry.id, "rho": _round(text_correlation([run.heard.errors for run in text_runs]))}
+                     for entry, text_runs in zip(entries, runs)],
+        "audio_s": sum(h.audio_s for h in flat),
+        "asr_s": sum(h.asr_s for h in flat),
+        "audio_seconds": sum(sum(h.seconds) for h in flat),
     }
 
 
@@ -693,10 +747,25 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         f"Top-1 kept as N grows: {steps}.",
         "## Throughput",
         markdown_table(["stage", "candidates", "seconds", "candidates/s"], throughput_rows, digits=2),
+        *_by_ear_markdown(data.get("asr")),
         "## Plots",
         ", ".join(f"![{p}]({p})" for p in plots) if isinstance(plots, list) else str(plots),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _by_ear_markdown(asr: Mapping[str, Any] | None) -> list[str]:
+    if asr is None:
+        return []
+    rows = [[r["n"], r["wer_clvp"], r["wer_random"], r["wer_oracle"], r["cer_clvp"], r["cer_random"], r["cer_oracle"]]
+            for r in asr["best_of_n"]]
+    return [
+        "## By ear (ASR): best of N",
+        markdown_table(["N", "WER clvp", "WER random", "WER oracle", "CER clvp", "CER random", "CER oracle"], rows),
+        "clvp: CLVP's top-1 of the first N; random: the mean over them; oracle: the ASR-best of them.",
+        markdown_table(["text", "Spearman (CLVP score, WER)"], [[s["id"], s["rho"]] for s in asr["spearman"]]),
+        f"Audio: {asr['audio_seconds']:.1f} s made in {asr['audio_s']:.1f} s, transcribed in {asr['asr_s']:.1f} s.",
+    ]
 
 
 def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
@@ -776,4 +845,18 @@ def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
         ax.set_xlabel("N (candidates)")
     fig.tight_layout()
     paths.append(save(fig, "stability.png"))
+
+    if data.get("asr") is not None:
+        rows = data["asr"]["best_of_n"]
+        fig = Figure(figsize=(5.5, 3.8))
+        ax = fig.add_subplot(1, 1, 1)
+        for choice, style in (("clvp", "o-"), ("random", "s--"), ("oracle", "^:")):
+            ax.plot([row["n"] for row in rows], [row[f"wer_{choice}"] for row in rows], style, label=choice)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (candidates)")
+        ax.set_ylabel("WER (mean over texts and seeds)")
+        ax.set_title("Best of N by ear")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        paths.append(save(fig, "asr_best_of_n.png"))
     return paths

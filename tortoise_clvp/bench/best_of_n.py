@@ -1,0 +1,166 @@
+"""Best-of-N by ear: how much CLVP's pick beats a random candidate, measured by an independent ASR.
+
+Every candidate of a (text, seed) set is decoded to audio and transcribed; its word and character error rates are
+its own (edit distance over the reference's words or characters, after `eval.asr.normalize`). For each N of a grid,
+over the first N candidates in sampling order (the nested sets of the reranking report):
+
+- clvp: the error of CLVP's top-1 (highest score; ties go to the earliest candidate, as `rerank.rank` breaks them);
+- random: the mean error over the N (what picking one at random gets on average);
+- oracle: the error of the ASR-best candidate (lowest WER; ties broken by lower CER, then the earliest), the ceiling
+  any reranker could reach with these N. Its CER is that candidate's CER, not the lowest CER of the N.
+
+Each is averaged over every (text, seed) set with equal weight. The rank correlation (Spearman, average ranks for
+ties) between CLVP score and WER is computed per text over all its candidates of every seed: a reranker that helps
+has a negative one (higher score, fewer errors); it is None where either side is constant.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+from torch import Tensor
+
+from ..eval.asr import edit_distance, normalize
+from ..frontend.mel import OUTPUT_SAMPLE_RATE
+
+
+class Transcriber(Protocol):
+    """What the benchmark needs of an ASR (`eval.asr.Transcriber` is the real one)."""
+
+    def transcribe(self, audio: Tensor, sample_rate: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class CandidateErrors:
+    """One (text, seed) candidate set in sampling order: CLVP scores and each candidate's own WER and CER."""
+
+    scores: tuple[float, ...]
+    wer: tuple[float, ...]
+    cer: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.scores or not len(self.scores) == len(self.wer) == len(self.cer):
+            raise ValueError(
+                f"need as many scores, WERs and CERs (at least one); got {len(self.scores)}, {len(self.wer)}, "
+                f"{len(self.cer)}"
+            )
+        if not all(math.isfinite(v) for v in (*self.scores, *self.wer, *self.cer)):
+            raise ValueError("scores and error rates must be finite numbers")
+
+
+def utterance_errors(reference: str, transcript: str) -> tuple[float, float]:
+    """One utterance's (WER, CER) after normalisation of both sides; an empty reference counts as one word/char."""
+    ref, hyp = normalize(reference), normalize(transcript)
+    words = ref.split()
+    return (edit_distance(words, hyp.split()) / max(len(words), 1), edit_distance(ref, hyp) / max(len(ref), 1))
+
+
+def clvp_pick(scores: Sequence[float], n: int) -> int:
+    """Index of CLVP's top-1 among the first n (ties: the earliest)."""
+    best = 0
+    for index in range(1, n):
+        if scores[index] > scores[best]:
+            best = index
+    return best
+
+
+def oracle_pick(wer: Sequence[float], cer: Sequence[float], n: int) -> int:
+    """Index of the ASR-best among the first n: lowest WER, then lowest CER, then the earliest."""
+    return min(range(n), key=lambda index: (wer[index], cer[index], index))
+
+
+def best_of_n_rows(sets: Sequence[CandidateErrors], grid: Sequence[int]) -> list[dict[str, Any]]:
+    """Rows {n, wer_clvp, wer_random, wer_oracle, cer_clvp, cer_random, cer_oracle} per N of the grid (ascending),
+    each averaged over the sets; every set needs at least max(grid) candidates."""
+    grid = sorted(set(grid))
+    if not sets or not grid or grid[0] < 1:
+        raise ValueError(f"need at least one candidate set and candidate counts >= 1, got {len(sets)} sets, grid {grid}")
+    short = [len(s.scores) for s in sets if len(s.scores) < grid[-1]]
+    if short:
+        raise ValueError(f"every set needs {grid[-1]} candidates; some have only {min(short)}")
+    rows = []
+    for n in grid:
+        sums = dict.fromkeys(("wer_clvp", "wer_random", "wer_oracle", "cer_clvp", "cer_random", "cer_oracle"), 0.0)
+        for s in sets:
+            chosen, best = clvp_pick(s.scores, n), oracle_pick(s.wer, s.cer, n)
+            for metric, errors in (("wer", s.wer), ("cer", s.cer)):
+                sums[f"{metric}_clvp"] += errors[chosen]
+                sums[f"{metric}_random"] += sum(errors[:n]) / n
+                sums[f"{metric}_oracle"] += errors[best]
+        rows.append({"n": n, **{key: value / len(sets) for key, value in sums.items()}})
+    return rows
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ascending; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda index: values[index])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (Pearson's on average ranks); None for fewer than 2 pairs or a constant side."""
+    if len(x) != len(y):
+        raise ValueError(f"need paired values, got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        return None
+    rx, ry = average_ranks(x), average_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    if vx == 0 or vy == 0:
+        return None
+    return cov / math.sqrt(vx * vy)
+
+
+def text_correlation(sets: Sequence[CandidateErrors]) -> float | None:
+    """Spearman between CLVP score and WER over every candidate of one text's sets (all its seeds)."""
+    return spearman([v for s in sets for v in s.scores], [v for s in sets for v in s.wer])
+
+
+@dataclass(frozen=True)
+class HeardCandidates:
+    """One (text, seed) set as the ASR heard it, in sampling order: transcripts, audio lengths and error rates."""
+
+    transcripts: tuple[str, ...]
+    seconds: tuple[float, ...]
+    errors: CandidateErrors
+    audio_s: float  # diffusion + vocoder, every candidate
+    asr_s: float
+
+
+def hear_candidates(tts, text: str, conditioning, result, diffusion, transcriber: Transcriber) -> HeardCandidates:
+    """Decode every candidate of a `CandidateResult` (made with k = all of them) to audio and transcribe it.
+
+    Each candidate's audio is what `generate` makes of it with the run's seed had CLVP chosen it
+    (`TextToSpeech.waveforms` on its latents alone, `diffusion` the sampler options), so a candidate's audio does
+    not depend on the others.
+    """
+    order = result.best.tolist()
+    if len(order) != len(result.ranked.scores):
+        raise ValueError(f"{len(order)} of {len(result.ranked.scores)} candidates have latents; rank with k = all")
+    latents: list[Tensor] = [result.latents[0]] * len(order)
+    for latent, index in zip(result.latents, order):
+        latents[index] = latent  # best-first -> sampling order
+    start = time.perf_counter()
+    waves = [tts.waveforms([latent], conditioning, diffusion, result.seed)[0] for latent in latents]
+    audio_s = time.perf_counter() - start
+    start = time.perf_counter()
+    transcripts = tuple(transcriber.transcribe(wave, OUTPUT_SAMPLE_RATE) for wave in waves)
+    asr_s = time.perf_counter() - start
+    errors = [utterance_errors(text, transcript) for transcript in transcripts]
+    scored = CandidateErrors(tuple(float(s) for s in result.ranked.scores.tolist()), tuple(e[0] for e in errors),
+                             tuple(e[1] for e in errors))
+    seconds = tuple(wave.shape[-1] / OUTPUT_SAMPLE_RATE for wave in waves)
+    return HeardCandidates(transcripts, seconds, scored, audio_s, asr_s)
