@@ -1,0 +1,99 @@
+"""The recipe's stage registry and the `clvp-tts train` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from typer.testing import CliRunner
+
+from conftest import synth_speech
+from tortoise_clvp.cli import app
+from tortoise_clvp.train import recipe
+from tortoise_clvp.train.config import RecipeConfig
+from tortoise_clvp.train.recipe import STAGE_NAMES, Stage, StageUnavailableError, get_stage, run_all
+
+runner = CliRunner()
+EXPECTED_STAGES = ("corpus", "tokenizer", "codes", "autoregressive", "clvp", "diffusion", "vocoder", "export")
+
+
+def test_stages_in_recipe_order():
+    assert STAGE_NAMES == EXPECTED_STAGES
+    assert all(get_stage(name).available for name in STAGE_NAMES)  # every stage is built
+    with pytest.raises(ValueError, match="unknown training stage 'bogus'; choose one of corpus, tokenizer"):
+        get_stage("bogus")
+
+
+def test_missing_stage_module_says_why():
+    with pytest.raises(StageUnavailableError, match="'later' belongs to part 2 .* not implemented yet"):
+        Stage("later", "", "no_such_module", planned_in="part 2 (issue 10)").load()
+    with pytest.raises(StageUnavailableError, match="'mine' is not built yet .*no_such_module does not exist"):
+        Stage("mine", "", "no_such_module").load()
+    assert not Stage("mine", "", "no_such_module").available
+    assert get_stage("corpus").available
+
+
+def test_run_all_runs_in_order_and_skips_only_later_work(monkeypatch, tmp_path: Path):
+    ran, announced = [], []
+    real_load = Stage.load
+    monkeypatch.setattr(recipe.Stage, "load", lambda self: (
+        (lambda work, config, progress: ran.append(self.name)) if self.module != "missing" else real_load(self)
+    ))
+    monkeypatch.setattr(recipe, "STAGES", (
+        Stage("a", "", "a"), Stage("later", "", "missing", planned_in="part 2"), Stage("b", "", "b"),
+    ))
+    skipped = run_all(tmp_path, RecipeConfig.smoke(), lambda *args: None, lambda s, why: announced.append((s.name, why)))
+    assert ran == ["a", "b"] and skipped == ["later"]
+    assert announced[0] == ("a", None) and announced[1][0] == "later" and "part 2" in announced[1][1]
+    monkeypatch.setattr(recipe, "STAGES", (Stage("a", "", "a"), Stage("mine", "", "missing")))
+    with pytest.raises(StageUnavailableError, match="not built yet"):
+        run_all(tmp_path, RecipeConfig.smoke(), lambda *args: None)
+
+
+def test_cli_help_lists_the_stages():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    assert "corpus, tokenizer, codes, autoregressive, clvp, diffusion, vocoder, export" in " ".join(result.output.split())
+
+
+def test_cli_unknown_stage(tmp_path: Path):
+    result = runner.invoke(app, ["train", "bogus", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown stage 'bogus'; choose one of corpus, tokenizer" in result.output
+
+
+def test_cli_unavailable_stage_is_one_clear_line(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(recipe, "STAGES", (Stage("codes", "", "no_such_module"),))
+    result = runner.invoke(app, ["train", "codes", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "error: stage 'codes' is not built yet" in result.output and "Traceback" not in result.output
+
+
+def test_cli_options_reach_the_config(monkeypatch, tmp_path: Path):
+    seen = {}
+    monkeypatch.setattr(recipe, "run_stage", lambda name, work, config, progress: seen.update(name=name, config=config))
+    init = tmp_path / "model"
+    init.mkdir()
+    result = runner.invoke(app, ["train", "tokenizer", str(tmp_path / "w"), "--smoke", "--seed", "7", "--init", str(init)])
+    assert result.exit_code == 0, result.output
+    assert seen["name"] == "tokenizer"
+    assert seen["config"].seed == 7 and seen["config"].init_dir == init
+    assert seen["config"].corpus == RecipeConfig.smoke().corpus
+    result = runner.invoke(app, ["train", "codes", str(tmp_path / "w"), "--init", str(tmp_path / "absent")])
+    assert result.exit_code == 2 and "--init" in result.output and "is not a folder" in result.output
+
+
+def test_cli_corpus_from_data_reports_skipped_items(tmp_path: Path):
+    folder = tmp_path / "my_voice"
+    (folder / "wavs").mkdir(parents=True)
+    for index in range(3):
+        soundfile.write(str(folder / "wavs" / f"c{index}.wav"), synth_speech(1.0, 22050, index), 22050)
+    soundfile.write(str(folder / "wavs" / "silent.wav"), np.zeros(22050, dtype=np.float32), 22050)
+    lines = ["c0|One clip.", "c1|Another clip.", "c2|A third clip.", "silent|Nothing to hear.", "c9|No audio."]
+    (folder / "metadata.csv").write_text("\n".join(lines), encoding="utf-8")
+    result = runner.invoke(app, ["train", "corpus", str(tmp_path / "work"), "--data", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "2 item(s)" in result.output and "rejected.jsonl" in result.output
+    assert len((tmp_path / "work" / "corpus" / "metadata.jsonl").read_text().splitlines()) == 3
