@@ -205,14 +205,14 @@ class CodesConfig:
 
     model: DvaeConfig = field(default_factory=DvaeConfig)
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=4000, learning_rate=1e-3, warmup_steps=100, eval_every=250,
+        default_factory=lambda: LoopConfig(steps=2000, learning_rate=1e-3, warmup_steps=100, eval_every=250,
                                            checkpoint_every=50, patience=4)
     )
     batch_size: int = 32
     crop_frames: int = 128  # mel frames per training crop (1.5 s); a multiple of the model's compression
     commitment_weight: float = 0.25
     codebook_decay: float = 0.99
-    dead_code_fraction: float = 0.03
+    dead_code_fraction: float = 0.1
     valid_items: int = 200  # held-out utterances scored whole at every evaluation
     silence_quantile: float = 0.02
 
@@ -234,8 +234,8 @@ class AutoregressiveTrainConfig:
                                                      dropout=0.1)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=6000, learning_rate=3e-4, warmup_steps=300, weight_decay=0.01,
-                                           eval_every=250, checkpoint_every=50, patience=6)
+        default_factory=lambda: LoopConfig(steps=1500, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+                                           eval_every=150, checkpoint_every=25, patience=4)
     )
     batch_size: int = 32
     text_loss_weight: float = 0.01
@@ -256,16 +256,16 @@ class ClvpTrainConfig:
     """
 
     model: ClvpConfig = field(
-        default_factory=lambda: ClvpConfig(dim_text=256, dim_speech=256, dim_latent=256, text_enc_depth=4, text_heads=4,
-                                           speech_enc_depth=4, speech_heads=4)
+        default_factory=lambda: ClvpConfig(dim_text=192, dim_speech=192, dim_latent=192, text_enc_depth=4, text_heads=3,
+                                           speech_enc_depth=4, speech_heads=3)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=3000, learning_rate=3e-4, warmup_steps=200, weight_decay=0.01,
-                                           eval_every=250, checkpoint_every=50, patience=4)
+        default_factory=lambda: LoopConfig(steps=2000, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+                                           eval_every=200, checkpoint_every=50, patience=4)
     )
     batch_size: int = 64
     max_logit_scale: float = 100.0
-    max_padding: int = 100
+    max_padding: int = 64
     valid_pairs: int = 200
 
 
