@@ -581,7 +581,7 @@ def batch(
     quiet: Quiet = False,
 ) -> None:
     """Speak every line of a manifest into --out; rerunning skips finished items (resumable)."""
-    from .batch import LocalPool, RayPool, run_batch
+    from .batch import LocalPool, RayPool, read_manifest, run_batch
 
     def show(event) -> None:
         if not quiet or event.kind == "failed":
@@ -589,6 +589,7 @@ def batch(
             typer.echo(f"[{event.done}/{event.total}] {event.kind} {event.id}{detail}", err=True)
 
     with _clear_errors():
+        read_manifest(manifest)  # an unreadable manifest stops the run before any model loads
         if ray_address is None:
             pool = LocalPool(_load(models_dir, device), workers, voices_dir)
         else:

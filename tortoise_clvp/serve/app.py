@@ -104,7 +104,6 @@ def create_app(tts: TextToSpeech, settings: ServeSettings = ServeSettings()) -> 
     """The app for a loaded model: its scheduler (`app.state.scheduler`) starts now and stops with the app."""
     scheduler = Scheduler(tts, settings)
     voices = VoiceBook(scheduler.tts, settings)
-    token_limit = tts.models.autoregressive.config.mel_positions - 2  # start token + quirk slack (check_lengths)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -139,7 +138,7 @@ def create_app(tts: TextToSpeech, settings: ServeSettings = ServeSettings()) -> 
             scheduler.requests.inc(1, "bad_request")
             raise RequestError(400, *_first_problem(error.errors())) from None
         try:
-            options, fmt, seed = _check(params, settings, token_limit)
+            options, fmt, seed = _check(params, settings)
             conditioning = await run_in_threadpool(voices.conditioning, params.voice, seed)
         except RequestError:
             scheduler.requests.inc(1, "bad_request")
@@ -152,7 +151,7 @@ def create_app(tts: TextToSpeech, settings: ServeSettings = ServeSettings()) -> 
         loop = asyncio.get_running_loop()
         try:
             job = scheduler.submit(
-                SpeechJob(params.input, conditioning, options, seed),
+                SpeechJob(params.input, conditioning, scheduler.fitted(options), seed),
                 lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             )
         except QueueFull as error:
@@ -238,11 +237,8 @@ async def _json_body(request: Request) -> Any:
         raise RequestError(400, f"the request body is not JSON ({error}); send a JSON object") from None
 
 
-def _check(
-    params: SpeechRequest, settings: ServeSettings, token_limit: int
-) -> tuple[GenerationOptions, formats.AudioFormat, int]:
-    """The generation options, response format and seed a valid request asks for; RequestError otherwise. The
-    preset's token budget is capped at `token_limit`, what the model's position table takes (small models)."""
+def _check(params: SpeechRequest, settings: ServeSettings) -> tuple[GenerationOptions, formats.AudioFormat, int]:
+    """The generation options, response format and seed a valid request asks for; RequestError otherwise."""
     text = params.input
     if not text.strip():
         raise RequestError(400, "input is empty; give the text to speak", "input")
@@ -268,8 +264,6 @@ def _check(
     except TortoiseClvpError as error:
         param = "response_format" if "response_format" in str(error) else "preset" if "preset" in str(error) else "seed"
         raise RequestError(400, str(error), param) from None
-    if options.decoding.max_new_tokens > token_limit:
-        options = replace(options, decoding=replace(options.decoding, max_new_tokens=token_limit))
     if params.stream and not fmt.streamable:
         raise RequestError(400, f"stream sends {' or '.join(formats.STREAMABLE)}; {fmt.name} needs stream false", "stream")
     if params.candidates is not None:

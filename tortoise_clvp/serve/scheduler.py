@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Union
 
 from torch import Tensor
@@ -171,6 +171,14 @@ class Scheduler:
             self._queue.append(job)
             self._lock.notify()
         return job
+
+    def fitted(self, options: GenerationOptions) -> GenerationOptions:
+        """`options` with the token budget capped at what the model's position table takes (small models have fewer
+        positions than the presets' 500 tokens)."""
+        limit = self.tts.models.autoregressive.config.mel_positions - 2  # the start token, and the quirk's slack
+        if options.decoding.max_new_tokens <= limit:
+            return options
+        return replace(options, decoding=replace(options.decoding, max_new_tokens=limit))
 
     def _retry_after(self) -> int:
         """Whole seconds until a worker is likely free: the mean job time, spread over the workers, per job ahead."""
