@@ -17,6 +17,9 @@ import os
 # before anything imports huggingface_hub or transformers: no test may reach the network
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# before torch starts its OpenMP threads: idle threads sleep instead of spinning. On a 2-core machine busy with other
+# work, spinning threads made the tiny models' decode steps ~30x slower (tests/test_decoding.py: 5 min -> 50 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
 import shutil  # noqa: E402

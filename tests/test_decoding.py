@@ -119,10 +119,10 @@ def test_stopped_rows_are_padded_with_the_stop_token(tiny):
 @pytest.mark.parametrize("penalty", [1.0, 2.0])
 def test_min_new_tokens_forces_length(tiny, penalty):
     sampling = SamplingOptions(repetition_penalty=penalty)
-    free = DecodingOptions(sampling=sampling, num_candidates=8, batch_size=8, max_new_tokens=40)
+    free = DecodingOptions(sampling=sampling, num_candidates=4, batch_size=4, max_new_tokens=30)
     assert (sample_candidates(*tiny, free, torch.Generator().manual_seed(0)) == TOKENS.mel_stop).any(), \
         "without min_new_tokens some rows stop early, so the check below means something"
-    forced = replace(free, min_new_tokens=40)
+    forced = replace(free, min_new_tokens=30)
     assert not (sample_candidates(*tiny, forced, torch.Generator().manual_seed(0)) == TOKENS.mel_stop).any()
 
 

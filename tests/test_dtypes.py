@@ -9,12 +9,14 @@ for finite audio of the same length.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import soundfile
 import torch
 from typer.testing import CliRunner
 
-from tortoise_clvp.api import TextToSpeech
+from tortoise_clvp.api import Speech, TextToSpeech
 from tortoise_clvp.cli import app
 from tortoise_clvp.pipeline.decoding import DecodingOptions
 from tortoise_clvp.pipeline.samplers import SamplerOptions
@@ -25,7 +27,7 @@ TEXT = "Hello, this is a test."
 # dtype -> largest relative error of the conditioning latents against float32
 CONDITIONING_TOLERANCE = {torch.float16: 5e-3, torch.bfloat16: 3e-2}
 FLOAT16_AUDIO_TOLERANCE = 3e-2  # relative error of the waveform for the same seed and candidates
-GREEDY_TOKENS = 20
+GREEDY_TOKENS = 12
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -47,9 +49,23 @@ def float32_speech(float32, speech_clip):
     return float32.generate(TEXT, [speech_clip], _generation(), seed=1)
 
 
+@pytest.fixture(scope="module")
+def reduced(tiny_model_dir, speech_clip) -> Callable[[torch.dtype], tuple[TextToSpeech, Speech]]:
+    """dtype -> (the tiny models loaded in it, their speech for TEXT with seed 1), each made once."""
+    made: dict[torch.dtype, tuple[TextToSpeech, Speech]] = {}
+
+    def get(dtype: torch.dtype) -> tuple[TextToSpeech, Speech]:
+        if dtype not in made:
+            tts = TextToSpeech.from_local(tiny_model_dir, dtype=dtype)
+            made[dtype] = tts, tts.generate(TEXT, [speech_clip], _generation(), seed=1)
+        return made[dtype]
+
+    return get
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_reduced_precision_runs_the_pipeline_close_to_float32(tiny_model_dir, float32, float32_speech, speech_clip, dtype):
-    tts = TextToSpeech.from_local(tiny_model_dir, dtype=dtype)
+def test_reduced_precision_runs_the_pipeline_close_to_float32(reduced, float32, float32_speech, speech_clip, dtype):
+    tts, speech = reduced(dtype)
     models = tts.models
     assert next(models.autoregressive.parameters()).dtype == dtype and next(models.diffusion.parameters()).dtype == dtype
     assert next(models.clvp.parameters()).dtype == torch.float32 and next(models.vocoder.parameters()).dtype == torch.float32
@@ -60,20 +76,18 @@ def test_reduced_precision_runs_the_pipeline_close_to_float32(tiny_model_dir, fl
     assert _relative_error(conditioning.autoregressive, expected.autoregressive) < CONDITIONING_TOLERANCE[dtype]
     assert _relative_error(conditioning.diffusion, expected.diffusion) < CONDITIONING_TOLERANCE[dtype]
 
-    speech = tts.generate(TEXT, [speech_clip], _generation(), seed=1)
     assert speech.waveform.dtype == torch.float32 and torch.isfinite(speech.waveform).all()
     assert speech.waveform.shape == float32_speech.waveform.shape and speech.waveform.abs().max() > 0.01
 
 
-def test_float16_samples_the_same_candidates_and_nearly_the_same_audio(tiny_model_dir, float32, float32_speech, speech_clip):
-    tts = TextToSpeech.from_local(tiny_model_dir, dtype=torch.float16)
+def test_float16_samples_the_same_candidates_and_nearly_the_same_audio(reduced, float32, float32_speech, speech_clip):
+    tts, speech = reduced(torch.float16)
     greedy = DecodingOptions(sampling=SamplingOptions(do_sample=False), num_candidates=1, batch_size=1,
                              max_new_tokens=GREEDY_TOKENS, min_new_tokens=GREEDY_TOKENS)
     half = tts.candidates(TEXT, [speech_clip], greedy, k=1, seed=0)
     full = float32.candidates(TEXT, [speech_clip], greedy, k=1, seed=0)
     assert torch.equal(half.raw_codes, full.raw_codes)
 
-    speech = tts.generate(TEXT, [speech_clip], _generation(), seed=1)
     assert torch.equal(speech.candidates.raw_codes, float32_speech.candidates.raw_codes)
     assert _relative_error(speech.waveform, float32_speech.waveform) < FLOAT16_AUDIO_TOLERANCE
 
