@@ -236,9 +236,18 @@ def test_errors_inside_the_engine_are_500_without_traceback(tts, settings):
     assert json.loads(response.text)["error"]["type"] == "server_error"
 
 
+def test_token_budgets_fit_the_model_and_the_settings(client, tts, settings):
+    limit = tts.models.autoregressive.config.mel_positions - 2
+    assert client.app.state.scheduler.fitted(preset("fast")).decoding.max_new_tokens == min(500, limit)
+    with TestClient(create_app(tts, replace(settings, max_tokens=7))) as capped:
+        assert capped.app.state.scheduler.fitted(preset("fast")).decoding.max_new_tokens == 7
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="workers"):
         ServeSettings(workers=0)
     with pytest.raises(ValueError, match="unknown preset"):
         ServeSettings(models={"tts-1": "nope"})
+    with pytest.raises(ValueError, match="max_tokens"):
+        ServeSettings(max_tokens=0)
     assert np.frombuffer(formats.pcm16(np.array([1.5, -1.5, 0.5])), "<i2").tolist() == [32767, -32767, 16384]

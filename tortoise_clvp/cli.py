@@ -536,6 +536,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=0, help="Requests waiting beyond those; more get 429 with Retry-After.")] = 32,
     max_rows: Annotated[int, typer.Option(min=1, help="Candidate rows decoded together at most (memory).")] = 64,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds a request may take, waiting included.")] = 600.0,
+    max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default: the preset's).")] = None,
     preset_name: Annotated[str, typer.Option("--preset", help="Preset for requests naming the model itself (tts-1: ultra_fast_dpm, tts-1-hd: fast_dpm).")] = "ultra_fast_dpm",
     model_name: Annotated[Optional[str], typer.Option(help="The model's own name in requests (default: its folder's name).")] = None,
     voices_dir: VoicesDir = [],  # noqa: B006
@@ -557,7 +558,7 @@ def serve(
         name = model_name or resolve_models_dir(models_dir).path.name
         settings = ServeSettings(
             model_name=name, default_preset=preset_name, workers=workers, max_queue=max_queue, timeout_s=timeout,
-            max_rows=max_rows, voices_dirs=tuple(voices_dir), cache_dir=cache_dir,
+            max_rows=max_rows, max_tokens=max_tokens, voices_dirs=tuple(voices_dir), cache_dir=cache_dir,
         )
         application = create_app(_load(models_dir, device, dtype), settings)
     typer.echo(f"serving model {name!r} on http://{host}:{port}/ (Ctrl-C stops)", err=True)

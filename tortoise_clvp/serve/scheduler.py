@@ -174,8 +174,9 @@ class Scheduler:
 
     def fitted(self, options: GenerationOptions) -> GenerationOptions:
         """`options` with the token budget capped at what the model's position table takes (small models have fewer
-        positions than the presets' 500 tokens)."""
+        positions than the presets' 500 tokens) and at the settings' `max_tokens`."""
         limit = self.tts.models.autoregressive.config.mel_positions - 2  # the start token, and the quirk's slack
+        limit = min(limit, self.settings.max_tokens or limit)
         if options.decoding.max_new_tokens <= limit:
             return options
         return replace(options, decoding=replace(options.decoding, max_new_tokens=limit))

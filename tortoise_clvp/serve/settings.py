@@ -25,6 +25,8 @@ class ServeSettings:
     max_rows: candidate rows decoded together at most (memory grows with it; a batch waits for free rows).
     max_text_chars: longest `input` taken (OpenAI's limit is 4096); long texts are spoken sentence by sentence.
     max_candidates: the most candidates a request may ask for (`candidates`).
+    max_tokens: speech tokens per candidate at most (None: the preset's, within what the model takes); bounds the
+    work and the audio length of one request.
     max_upload_bytes / max_upload_files / max_clip_seconds: limits on voice uploads (per file, per request, per
     clip); clips must be at least 1 s long.
     max_uploaded_voices: uploaded voices kept in memory; the oldest is forgotten beyond that.
@@ -41,6 +43,7 @@ class ServeSettings:
     max_rows: int = DEFAULT_MAX_ROWS
     max_text_chars: int = 4096
     max_candidates: int = 256
+    max_tokens: int | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_files: int = 8
     max_clip_seconds: float = 60.0
@@ -55,6 +58,8 @@ class ServeSettings:
                 raise OptionsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue < 0 or not self.timeout_s > 0 or not self.max_clip_seconds > 0:
             raise OptionsError("max_queue must be >= 0, timeout_s and max_clip_seconds > 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise OptionsError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
         unknown = sorted({self.default_preset, *self.models.values()} - set(PRESETS))
         if unknown:
             raise OptionsError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
