@@ -179,7 +179,7 @@ class _Progress:
 
     def note(self, message: str) -> None:
         if self.bar is not None:
-            self.bar.console.print(message, markup=False, highlight=False)
+            self.bar.console.print(message, markup=False, highlight=False, soft_wrap=True)  # one line, unwrapped
         elif not self.quiet:
             typer.echo(message, err=True)
 
