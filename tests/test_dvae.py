@@ -27,12 +27,14 @@ def test_four_mel_frames_make_one_code_and_decode_back():
     assert recon.shape == mel.shape and latents.shape == (2, TINY.code_dim, 9) and torch.equal(forward_codes, codes)
 
 
-def test_quantize_picks_the_nearest_codebook_vector():
+def test_quantize_picks_the_code_of_highest_cosine_similarity():
     dvae = DiscreteVae(DvaeConfig(channels=8, res_blocks=1, codebook_size=3, code_dim=2))
-    dvae.codebook.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, -10.0]]))
-    latents = torch.tensor([[[9.0, 0.1, 1.0], [1.0, -0.2, -8.0]]])  # (1, D=2, T'=3): near codes 1, 0, 2
-    assert dvae.quantize(latents).tolist() == [[1, 0, 2]]
-    assert torch.equal(dvae.lookup(torch.tensor([[2, 1]])), torch.tensor([[[0.0, 10.0], [-10.0, 0.0]]]))
+    dvae.codebook.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-0.6, -0.8]]))
+    latents = torch.nn.functional.normalize(torch.tensor([[[9.0, 0.1, -1.0], [1.0, 2.0, -1.5]]]), dim=1)  # (1, 2, 3)
+    assert dvae.quantize(latents).tolist() == [[0, 1, 2]]
+    assert torch.equal(dvae.lookup(torch.tensor([[2, 1]])), torch.tensor([[[-0.6, 0.0], [-0.8, 1.0]]]))
+    encoded = dvae.encode_latents(torch.randn(2, 80, 8))
+    assert torch.allclose(encoded.norm(dim=1), torch.ones(2, 2))  # latents live on the unit sphere
 
 
 def test_gradients_reach_the_encoder_straight_through_the_codebook():
@@ -65,22 +67,26 @@ def test_pad_frames_adds_silence_up_to_a_whole_code():
     assert pad_frames(torch.zeros(80, 8), silence, 4).shape == (80, 8)
 
 
-def test_codebook_follows_the_mean_of_its_latents_and_restarts_dead_codes():
-    torch.manual_seed(0)
+def test_codebook_follows_the_mean_direction_of_its_latents_and_restarts_dead_codes():
     training = DvaeTraining(DvaeConfig(channels=8, res_blocks=1, codebook_size=4, code_dim=2))
-    latents = torch.tensor([[[1.0, 3.0, 5.0, 7.0], [0.0, 0.0, 2.0, 2.0]]])  # (1, 2, 4)
+    latents = torch.tensor([[[1.0, 0.6, 0.0, -0.6], [0.0, 0.8, 1.0, 0.8]]])  # (1, 2, 4) unit vectors
     codes = torch.tensor([[0, 0, 1, 1]])
     generator = torch.Generator().manual_seed(0)
-    # first update: codes 2 and 3 were never used, so they restart on latents of this batch
+    # first update: an even share is 4 latents / 4 codes = 1 per step; codes 2 and 3 got none, so their average use
+    # (0) is below 0.1 of it and they restart on latents of this batch, at twice the threshold
     restarts = training.update_codebook(latents, codes, decay=0.5, dead_fraction=0.1, generator=generator)
     assert restarts == 2
     book = training.dvae.codebook
-    assert torch.allclose(book[0], torch.tensor([2.0, 0.0])) and torch.allclose(book[1], torch.tensor([6.0, 2.0]))
+    assert torch.allclose(book[0], torch.nn.functional.normalize(torch.tensor([1.6, 0.8]), dim=0))
+    assert torch.allclose(book[1], torch.nn.functional.normalize(torch.tensor([-0.6, 1.8]), dim=0))
     columns = {tuple(column.tolist()) for column in latents[0].T}
     assert {tuple(book[2].tolist()), tuple(book[3].tolist())} <= columns
-    # a second batch of two latents (4, 4) for code 0: count 0.5 * 1 + 0.5 * 2 = 1.5, sum 0.5 * (2, 0) + 0.5 * (8, 8)
-    training.update_codebook(torch.tensor([[[4.0, 4.0], [4.0, 4.0]]]), torch.tensor([[0, 0]]), 0.5, 0.1, generator)
-    assert torch.allclose(book[0], torch.tensor([5.0, 4.0]) / 1.5)
+    assert torch.allclose(training.code_counts, torch.tensor([1.0, 1.0, 0.2, 0.2]))
+    # a second batch of one code-0 latent: codes 2 and 3 stay (0.1 >= threshold 0.05), code 1 stays (0.5)
+    restarts = training.update_codebook(torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]), torch.tensor([[0, 0]]), 0.5, 0.1, generator)
+    assert restarts == 0
+    sums = 0.5 * torch.tensor([1.6, 0.8]) * 0.5 + 0.5 * torch.tensor([0.0, 2.0])  # decayed sums of code 0's latents
+    assert torch.allclose(book[0], torch.nn.functional.normalize(sums, dim=0))
 
 
 def test_perplexity_counts_codes_in_effective_use():

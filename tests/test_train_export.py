@@ -1,23 +1,30 @@
 """The export stage: a native model folder that TextToSpeech loads and samples candidates from, with the DVAE its
-codebook comes from and a model card of the measured metrics; a finished export is left as it is."""
+codebook comes from and a model card of the measured metrics; a finished export is left as it is. Fine-tuning
+from an export (`--init`) keeps its tokenizer, mel norms, codebook and sizes."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import torch
-from train_work_dir import no_progress, prepared_work_dir
+from train_work_dir import make_work_dir, no_progress, prepared_work_dir
 
 from tortoise_clvp import TextToSpeech
 from tortoise_clvp.pipeline.decoding import DecodingOptions
-from tortoise_clvp.train.codes import load_dvae
-from tortoise_clvp.train.config import EXPORT_DIR, RecipeConfig
+from tortoise_clvp.train.autoregressive import load_decoder
+from tortoise_clvp.train.clvp import load_scorer
+from tortoise_clvp.train.codes import load_codes, load_dvae
+from tortoise_clvp.train.config import EXPORT_DIR, TOKENIZER_DIR, RecipeConfig
 from tortoise_clvp.train.export import MODEL_CARD_FILE, load_exported_dvae, run_export
+from tortoise_clvp.train.recipe import run_stage
+
+TRAINED = ("codes", "autoregressive", "clvp")
 
 
 def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     work = tmp_path / "work"
-    shutil.copytree(prepared_work_dir(tmp_path_factory, ("codes", "autoregressive", "clvp")), work)
+    shutil.copytree(prepared_work_dir(tmp_path_factory, TRAINED), work)
     run_export(work, RecipeConfig.smoke(), no_progress)
     export = work / EXPORT_DIR
     tts = TextToSpeech.from_local(export)
@@ -33,3 +40,23 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     before = (export / MODEL_CARD_FILE).stat().st_mtime_ns
     run_export(work, RecipeConfig.smoke(), no_progress)
     assert (export / MODEL_CARD_FILE).stat().st_mtime_ns == before
+
+
+def test_fine_tuning_from_an_export_keeps_its_tokenizer_codebook_and_sizes(tmp_path_factory, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(prepared_work_dir(tmp_path_factory, TRAINED), base)
+    run_export(base, RecipeConfig.smoke(), no_progress)
+    export = base / EXPORT_DIR
+    tuned = make_work_dir(tmp_path / "tuned")
+    shutil.rmtree(tuned / TOKENIZER_DIR)  # as the corpus stage leaves it: the tokenizer stage is still to run
+    config = replace(RecipeConfig.smoke(), init_dir=export)
+    for stage in (*("tokenizer",), *TRAINED, "export"):
+        run_stage(stage, tuned, config, no_progress)
+    for name in ("tokenizer.json", "mel_norms.pth"):
+        assert (tuned / TOKENIZER_DIR / name).read_bytes() == (export / name).read_bytes()
+    assert load_codes(tuned).summary["dvae"].startswith("reused")
+    original = TextToSpeech.from_local(export).models
+    dropout = config.autoregressive.model.dropout
+    assert load_decoder(tuned).config == replace(original.autoregressive.config, dropout=dropout)
+    assert load_scorer(tuned).config == original.clvp.config
+    assert TextToSpeech.from_local(tuned / EXPORT_DIR).models.autoregressive.config.tokens == original.autoregressive.config.tokens

@@ -5,8 +5,10 @@ Tortoise's speech tokens come from a discrete VAE like this one: a convolutional
 are trained on its codes; its own decoder turns codes back into a mel for previews (Griffin-Lim) before the
 diffusion decoder exists.
 
-The codebook is a buffer, not a parameter: training keeps it as an exponential moving average of the encoder
-outputs assigned to each code, and restarts codes nobody uses (`train.codes`). The forward pass is pure.
+Latents and codebook vectors are unit vectors (l2-normalised), so the nearest code is the one of highest cosine
+similarity: with a free scale, a few codes near the origin capture most latents; on the sphere the codebook stays in
+use. The codebook is a buffer, not a parameter: training keeps it as an exponential moving average of the latents
+assigned to each code, and restarts codes nobody uses (`train.codes`). The forward pass is pure.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class DiscreteVae(nn.Module):
             decoder += [*_res_stack(width, config.res_blocks), nn.ReLU(), nn.ConvTranspose1d(width, width, DOWNSAMPLE_KERNEL, 2, padding=1)]
         decoder += [nn.ReLU(), nn.Conv1d(width, config.mel_channels, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)
-        self.register_buffer("codebook", torch.randn(config.codebook_size, config.code_dim))  # (K, D)
+        self.register_buffer("codebook", F.normalize(torch.randn(config.codebook_size, config.code_dim), dim=1))  # (K, D)
 
     def _check_mel(self, mel: Tensor) -> None:
         if mel.dim() != 3 or mel.shape[1] != self.config.mel_channels:
@@ -66,17 +68,14 @@ class DiscreteVae(nn.Module):
             )
 
     def encode_latents(self, mel: Tensor) -> Tensor:
-        """(B, mel_channels, T) -> continuous latents (B, code_dim, T / compression)."""
+        """(B, mel_channels, T) -> unit-length latents (B, code_dim, T / compression)."""
         self._check_mel(mel)
-        return self.encoder(mel)
+        return F.normalize(self.encoder(mel), dim=1)
 
     def quantize(self, latents: Tensor) -> Tensor:
-        """(B, code_dim, T') -> the nearest code of every latent (B, T') (squared Euclidean distance)."""
+        """(B, code_dim, T') unit latents -> the nearest code of every latent (B, T') (highest cosine similarity)."""
         flat = latents.transpose(1, 2).reshape(-1, latents.shape[1])  # (B * T', D)
-        distances = (
-            flat.pow(2).sum(dim=1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.pow(2).sum(dim=1)[None]
-        )  # (B * T', K)
-        return distances.argmin(dim=1).view(latents.shape[0], latents.shape[2])
+        return (flat @ self.codebook.T).argmax(dim=1).view(latents.shape[0], latents.shape[2])  # (B * T', K) -> codes
 
     def lookup(self, codes: Tensor) -> Tensor:
         """(B, T') codes -> their codebook vectors (B, code_dim, T')."""

@@ -70,25 +70,25 @@ class DvaeTraining(nn.Module):
 
     @torch.no_grad()
     def update_codebook(self, latents: Tensor, codes: Tensor, decay: float, dead_fraction: float, generator: torch.Generator) -> int:
-        """Move each code towards the mean of the latents (B, D, T') assigned to it (codes (B, T')); restart the
-        codes used less than `dead_fraction` of the average on random latents of this batch. Returns the restarts."""
+        """Move each code towards the (normalised) mean of the latents (B, D, T') assigned to it (codes (B, T'));
+        restart the codes whose average use falls below `dead_fraction` of an even share on random latents of this
+        batch. A restarted code starts at twice that threshold, so one nobody picks is restarted again within about
+        70 steps (at decay 0.99). Returns the number of restarts."""
         flat = latents.transpose(1, 2).reshape(-1, latents.shape[1])  # (N, D)
         assigned = codes.reshape(-1)
         size = self.config.codebook_size
         self.code_counts.mul_(decay).add_(torch.bincount(assigned, minlength=size).float(), alpha=1 - decay)
         self.code_sums.mul_(decay).add_(torch.zeros_like(self.code_sums).index_add_(0, assigned, flat), alpha=1 - decay)
-        dead = self.code_counts < dead_fraction * self.code_counts.mean().clamp(min=1e-12)
-        dead |= self.code_counts == 0
+        threshold = dead_fraction * flat.shape[0] / size  # of the latents per step, each code's even share
+        dead = self.code_counts < threshold
         live = ~dead
-        self.dvae.codebook[live] = self.code_sums[live] / self.code_counts[live, None]
+        self.dvae.codebook[live] = F.normalize(self.code_sums[live], dim=1)
         restarts = int(dead.sum())
         if restarts:
-            picks = torch.randint(flat.shape[0], (restarts,), generator=generator)
-            fresh = flat[picks]
-            count = self.code_counts[live].mean() if live.any() else torch.tensor(1.0)
+            fresh = flat[torch.randint(flat.shape[0], (restarts,), generator=generator)]
             self.dvae.codebook[dead] = fresh
-            self.code_counts[dead] = count
-            self.code_sums[dead] = fresh * count
+            self.code_counts[dead] = 2 * threshold
+            self.code_sums[dead] = fresh * 2 * threshold
         return restarts
 
 
@@ -231,10 +231,10 @@ def run_codes(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> 
         source = "trained"
     dvae.eval()
     codes = []
-    for done, index in enumerate(range(len(utterances)), 1):
+    for index in range(len(utterances)):
         codes.append(encode_mel(dvae, mels.mel(index), mels.silence).to(CODE_DTYPE))
-        if done % 500 == 0 or done == len(utterances):
-            progress("encode", done, len(utterances), {})
+        if (index + 1) % 500 == 0 or index + 1 == len(utterances):
+            progress("encode", index + 1, len(utterances), {})
     counts = torch.bincount(torch.cat([codes[i] for i in train]).long(), minlength=dvae.config.codebook_size)
     summary = {
         "codebook_size": dvae.config.codebook_size,

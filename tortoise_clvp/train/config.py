@@ -189,6 +189,7 @@ class DiffusionTrainConfig:
     valid_items: int = 24  # held-out utterances scored at every evaluation
     sampled_items: int = 4  # ... of which this many are also sampled (DPM-Solver++, sample_steps) and compared
     sample_steps: int = 20
+    reference_clips: int = 64  # per voice: the clips its diffusion conditioning is drawn from
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,8 @@ class CodesConfig:
 
     The loss is the reconstruction MSE on the normalised log-mel plus commitment_weight times the distance of the
     encoder's outputs to their codes. The codebook follows the encoder outputs assigned to each code as a moving
-    average (codebook_decay); a code whose average use falls below dead_code_fraction of the mean is restarted on a
-    random encoder output. The calm code (the code of silence, which the decoder pads stopped candidates with) is
+    average (codebook_decay); a code whose average use falls below dead_code_fraction of an even share is restarted
+    on a random encoder output. The calm code (the code of silence, which the decoder pads stopped candidates with) is
     the most frequent code on the quietest silence_quantile of the corpus's code frames.
     """
 
@@ -301,6 +302,7 @@ class RecipeConfig:
             valid_items=2,
             sampled_items=1,
             sample_steps=2,
+            reference_clips=4,
         )
         vocoder = replace(
             full.vocoder,

@@ -71,6 +71,12 @@ def run_tokenizer(work_dir: Path, config: RecipeConfig, progress: TrainProgress)
         raise ValueError(f"the corpus in {corpus_dir(work_dir)} has no training utterances; rerun the corpus stage")
     folder = Path(work_dir) / TOKENIZER_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    if config.init_dir is not None:  # fine-tuning: the ids and norms the init model was trained with, not new ones
+        for name in (TOKENIZER_FILENAME, MEL_NORMS_FILE):
+            if not (folder / name).is_file():
+                write_bytes_atomic(folder / name, (Path(config.init_dir) / name).read_bytes())
+        progress(STAGE, 1, 1, {})
+        return
     if not (folder / TOKENIZER_FILENAME).is_file():
         progress(STAGE, 0, 1, {"sentences": len({u.text for u in train})})
         train_tokenizer(sorted({u.text for u in train}), folder / TOKENIZER_FILENAME, config.tokenizer.vocab_size)
