@@ -30,7 +30,9 @@ class ConditioningAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, t = x.shape
         qkv = self.qkv(self.norm(x))  # (B, 3C, T)
-        q, k, v = qkv.view(b, 3, self.heads, c // self.heads, t).transpose(-1, -2).unbind(1)  # each (B, H, T, d)
+        # each (B, H, T, d), made contiguous: SDPA then takes its fused CPU kernel (5x faster forward + backward than
+        # the unfused path strided views get, at 517 frames; the same numbers to 1e-6)
+        q, k, v = (z.contiguous() for z in qkv.view(b, 3, self.heads, c // self.heads, t).transpose(-1, -2).unbind(1))
         h = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d)
         h = h.transpose(-1, -2).reshape(b, c, t)
         return x + self.proj_out(h)
@@ -84,6 +86,21 @@ class KVCache(nn.Module):
         self.k[target, :, start:end] = k
         self.v[target, :, start:end] = v
         return self.k[:rows, :, :end], self.v[:rows, :, :end]
+
+    def take_rows(self, rows: Tensor, start: int, end: int) -> tuple[Tensor, Tensor]:
+        """Copies of rows `rows`' own keys and values (R, H, end - start, d) at positions [start, end), past the
+        shared prefix."""
+        if start < self.shared:
+            raise ValueError(f"positions from {start} overlap the shared prefix (up to {self.shared})")
+        return self.k[rows, :, start:end].clone(), self.v[rows, :, start:end].clone()
+
+    def put_rows(self, start: int, k: Tensor, v: Tensor) -> None:
+        """Write rows' own keys and values (R, H, t, d) into rows [0, R) at positions [start, start + t), past the
+        shared prefix (which stays shared: the next decode step reads it once for all rows, as before)."""
+        if start < self.shared:
+            raise ValueError(f"positions from {start} overlap the shared prefix (up to {self.shared})")
+        self.k[: k.shape[0], :, start : start + k.shape[2]] = k
+        self.v[: v.shape[0], :, start : start + v.shape[2]] = v
 
 
 class RowKVCache(nn.Module):
@@ -299,6 +316,16 @@ class AutoregressiveModel(nn.Module):
     def release_cache(self) -> None:
         for block in self.blocks:
             block.attn.cache = None
+
+    def cache_rows(self, rows: Tensor, start: int, end: int) -> list[tuple[Tensor, Tensor]]:
+        """Static cache: per layer, copies of rows `rows`' keys and values at positions [start, end) (after the
+        shared prompt), to continue those rows later in another batch (`load_cache_rows`)."""
+        return [block.attn.cache.take_rows(rows, start, end) for block in self.blocks]
+
+    def load_cache_rows(self, start: int, saved: list[tuple[Tensor, Tensor]]) -> None:
+        """Static cache, prompt already prefilled: write `cache_rows`' copies (R rows) into rows [0, R) from `start`."""
+        for block, (k, v) in zip(self.blocks, saved):
+            block.attn.cache.put_rows(start, k, v)
 
     def setup_row_cache(self, rows: int, max_len: int) -> None:
         """Per-row cache buffers (`RowKVCache`) for at least `rows` rows and `max_len` positions; growing one keeps

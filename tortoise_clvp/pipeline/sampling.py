@@ -87,15 +87,31 @@ def apply_top_p(scores: Tensor, top_p: float) -> Tensor:
     return scores.masked_fill(drop, float("-inf"))
 
 
+def draw_from_uniforms(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """Inverse-CDF sampling: probabilities (B, V) and one uniform number in [0, 1) per row (B,) -> ids (B,).
+
+    Each row's id depends only on its own probabilities and its own number, whichever rows share the batch (what
+    `torch.multinomial` with one generator cannot promise). An id of zero probability is never chosen.
+    """
+    cdf = probs.cumsum(dim=-1)  # (B, V)
+    chosen = torch.searchsorted(cdf, (uniforms.to(cdf.dtype) * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
+    last_possible = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(dim=-1)  # rounding must not pass it
+    return torch.minimum(chosen, last_possible)
+
+
 def next_tokens(
     logits: Tensor,
     seen: Tensor,
     options: SamplingOptions,
     generator: torch.Generator | None = None,
     forbid_stop: bool = False,
+    uniforms: Tensor | None = None,
 ) -> Tensor:
     """Logits (B, V) -> chosen ids (B,). The start token is never chosen; `forbid_stop` also bans the stop token
-    (used to force a minimum length). Both are the last two of the V ids (`config.mel_start_stop`)."""
+    (used to force a minimum length). Both are the last two of the V ids (`config.mel_start_stop`).
+
+    The draw is `torch.multinomial` with `generator`, or, given `uniforms` (B,) in [0, 1), `draw_from_uniforms`
+    (row-keyed draws: a row's token does not depend on the other rows; `pipeline.pruning` needs that)."""
     scores = apply_repetition_penalty(logits.float(), seen, options.repetition_penalty)
     # out of place: `logits` may be a broadcast view shared by every row. The start token is never a speech
     # code (CLVP has no embedding for it); a trained decoder gives it no mass, an untrained one might.
@@ -109,4 +125,6 @@ def next_tokens(
         scores = apply_top_k(scores, options.top_k)
     scores = apply_top_p(scores, options.top_p)
     probs = scores.softmax(dim=-1)
+    if uniforms is not None:
+        return draw_from_uniforms(probs, uniforms)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
