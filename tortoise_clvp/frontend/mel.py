@@ -57,13 +57,27 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@functools.lru_cache(maxsize=None)
+def _cached_constant(builder):
+    """Cache a window or filter bank per (device, dtype), built outside inference mode even when first asked for
+    inside it: a tensor made under `torch.inference_mode` can never join autograd, and training's spectral losses
+    reuse these after inference code (voice conditioning) has filled the cache."""
+
+    @functools.lru_cache(maxsize=None)
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        with torch.inference_mode(False):
+            return builder(*args, **kwargs)
+
+    return build
+
+
+@_cached_constant
 def hann_window(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The periodic Hann window of length N_FFT (scipy ``get_window('hann', fftbins=True)``)."""
     return torch.hann_window(N_FFT, periodic=True, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@_cached_constant
 def conditioning_mel_filters(
     device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -96,7 +110,7 @@ def _slaney_mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
     return torch.where(mel >= 15.0, log, linear)
 
 
-@functools.lru_cache(maxsize=None)
+@_cached_constant
 def univnet_mel_filters(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(100, 513) slaney-scale triangular filters with slaney (area) normalisation, 0-12 kHz at 24 kHz.
 
@@ -120,7 +134,7 @@ def univnet_mel_filters(device: torch.device | str | None = None, dtype: torch.d
     return (triangles * area_norm[:, None]).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@_cached_constant
 def windowed_dft_basis(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(2 * 513, 1, 1024) conv1d weight: Hann-windowed cos rows (real part) then sin rows (imaginary part, sign
     irrelevant for magnitudes) of the one-sided DFT.
