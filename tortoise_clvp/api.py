@@ -22,6 +22,7 @@ from .errors import CheckpointError, InputTextError, OptionsError
 from .frontend.audio import load_audio, save_audio
 from .frontend.mel import CONDITIONING_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
 from .models.packed_linear import pack_linears
+from .models.quantize import quantize_linears
 from .pipeline.conditioning import (
     Conditioning,
     autoregressive_conditioning,
@@ -132,6 +133,7 @@ class TextToSpeech:
         dtype: torch.dtype | str = torch.float32,
         compile: bool = False,
         progress: Progress | None = None,
+        quantize: str | None = None,
     ) -> "TextToSpeech":
         """Load a model directory in any supported layout (original Tortoise, Hugging Face CLVP, native).
 
@@ -143,11 +145,18 @@ class TextToSpeech:
         packed eager step is kept (the compiled one is 1.5x slower) and the denoiser gains only 1-5%
         (benchmarks/compile_cpu.py). dtype may also be given by name ('bfloat16'). On a CPU without AVX512-BF16
         (or AMX) bfloat16 is emulated and runs slower than float32. progress: "loading models" 0 then 1 of 1.
+        quantize: "int8" quantizes the decoder's and CLVP's linear layers (`models.quantize`; CPU and float32 only,
+        not with compile). Its effect on quality is measured by benchmarks/best_of_n.py, not promised.
         """
+        if quantize is not None and compile:
+            raise OptionsError("quantize and compile do not combine here; choose one")
         report = _reporter(progress, "loading models")
         if report is not None:
             report(0, 1)
         models = load_models(model_dir, device, _as_dtype(dtype))
+        if quantize is not None:
+            for model in (models.autoregressive, models.clvp):
+                quantize_linears(model, quantize)
         packed = pack_linears(models.autoregressive)  # 0 where packing does not apply (not CPU float32)
         if compile:
             if not packed:
