@@ -1,5 +1,6 @@
 """Early pruning: exactly the asked fraction is finished, and every kept candidate finishes with the tokens it gets in
-the unpruned run of the same seed (row-keyed draws), on the tiny seeded decoder."""
+the unpruned run of the same seed (row-keyed draws), on the tiny seeded decoder; its checkpoint score replays from the
+unpruned run's log-probabilities."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tortoise_clvp.pipeline.pruning import (
     SPEECH_TOKENS_PER_CHARACTER,
     PruneOptions,
     expected_speech_tokens,
+    mean_logprob,
     sample_pruned,
 )
 from tortoise_clvp.pipeline.sampling import draw_from_uniforms
@@ -61,7 +63,13 @@ def test_keeps_the_fraction_and_kept_rows_finish_as_unpruned(models, cond, unpru
     # token for token what the unpruned run of the same seed gives those candidates (survivors regrouped across
     # batches: 6 kept -> a batch of 4 and one of 2; 3 kept -> one batch of 3)
     assert torch.equal(pruned.codes, unpruned.codes[pruned.kept])
+    # up to the cut the very same computation; after it, a batch of other rows may round logits in the last bits
+    assert torch.equal(pruned.logprobs[:, :8], unpruned.logprobs[pruned.kept, :8])
+    assert torch.allclose(pruned.logprobs, unpruned.logprobs[pruned.kept], rtol=0, atol=1e-5)
     assert pruned.checkpoint == 8 and pruned.steps < unpruned.steps
+    if score == "logprob":  # the cut can be replayed afterwards from the unpruned run's log-probabilities
+        stop = ar.config.tokens.mel_stop
+        assert torch.equal(mean_logprob(unpruned.logprobs, unpruned.codes, stop, 8), pruned.checkpoint_scores)
 
 
 def test_checkpoint_scores_are_the_prefix_mean_log_probability(models, cond):

@@ -136,16 +136,16 @@ class HeardCandidates:
     transcripts: tuple[str, ...]
     seconds: tuple[float, ...]
     errors: CandidateErrors
-    audio_s: float  # diffusion + vocoder, every candidate
+    audio_s: float  # making the audio, every candidate
     asr_s: float
 
 
-def hear_candidates(tts, text: str, conditioning, result, diffusion, transcriber: Transcriber) -> HeardCandidates:
-    """Decode every candidate of a `CandidateResult` (made with k = all of them) to audio and transcribe it.
+def candidate_audio(tts, conditioning, result, diffusion) -> list[Tensor]:
+    """Every candidate of a `CandidateResult` (made with k = all of them) as 24 kHz audio, in sampling order.
 
     Each candidate's audio is what `generate` makes of it with the run's seed had CLVP chosen it
-    (`TextToSpeech.waveforms` on its latents alone, `diffusion` the sampler options), so a candidate's audio does
-    not depend on the others.
+    (`TextToSpeech.waveforms` on its latents alone, `diffusion` the sampler options), so it does not depend on the
+    other candidates.
     """
     order = result.best.tolist()
     if len(order) != len(result.ranked.scores):
@@ -153,14 +153,23 @@ def hear_candidates(tts, text: str, conditioning, result, diffusion, transcriber
     latents: list[Tensor] = [result.latents[0]] * len(order)
     for latent, index in zip(result.latents, order):
         latents[index] = latent  # best-first -> sampling order
+    return [tts.waveforms([latent], conditioning, diffusion, result.seed)[0] for latent in latents]
+
+
+def hear(text: str, scores: Tensor, waves: Sequence[Tensor], sample_rate: int, transcriber: Transcriber,
+         audio_s: float = 0.0) -> HeardCandidates:
+    """Transcribe a candidate set's audio (sampling order) and score each transcript against `text`."""
     start = time.perf_counter()
-    waves = [tts.waveforms([latent], conditioning, diffusion, result.seed)[0] for latent in latents]
-    audio_s = time.perf_counter() - start
-    start = time.perf_counter()
-    transcripts = tuple(transcriber.transcribe(wave, OUTPUT_SAMPLE_RATE) for wave in waves)
+    transcripts = tuple(transcriber.transcribe(wave, sample_rate) for wave in waves)
     asr_s = time.perf_counter() - start
     errors = [utterance_errors(text, transcript) for transcript in transcripts]
-    scored = CandidateErrors(tuple(float(s) for s in result.ranked.scores.tolist()), tuple(e[0] for e in errors),
+    scored = CandidateErrors(tuple(float(s) for s in scores.tolist()), tuple(e[0] for e in errors),
                              tuple(e[1] for e in errors))
-    seconds = tuple(wave.shape[-1] / OUTPUT_SAMPLE_RATE for wave in waves)
-    return HeardCandidates(transcripts, seconds, scored, audio_s, asr_s)
+    return HeardCandidates(transcripts, tuple(wave.shape[-1] / sample_rate for wave in waves), scored, audio_s, asr_s)
+
+
+def hear_candidates(tts, text: str, conditioning, result, diffusion, transcriber: Transcriber) -> HeardCandidates:
+    """`candidate_audio`, then `hear`: the whole set decoded to audio and transcribed."""
+    start = time.perf_counter()
+    waves = candidate_audio(tts, conditioning, result, diffusion)
+    return hear(text, result.ranked.scores, waves, OUTPUT_SAMPLE_RATE, transcriber, time.perf_counter() - start)

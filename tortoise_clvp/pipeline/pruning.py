@@ -13,11 +13,15 @@ and into the finishing batch's cache (memory: rows x layers x 2 x checkpoint x m
 at 50 tokens for the released decoder).
 
 Reproducibility. Random draws are row-keyed: one uniform number per candidate and step, all drawn from the seed up
-front (`sampling.draw_from_uniforms`), so a candidate's draws do not depend on the batch it is decoded in. A kept
-candidate therefore finishes with the tokens it gets in the unpruned run (`prune=None`, same seed), provided the
-decoder computes every row alike whatever rows share its batch; tests/test_pruning.py checks this token for token.
-The unpruned run of this module is not `decoding.sample_candidates` (which draws with `torch.multinomial`): both
-sample the same distribution, with different random numbers.
+front (`sampling.draw_from_uniforms`), so a candidate's random numbers do not depend on the batch it is decoded in.
+Up to the checkpoint a candidate's computation is exactly that of the unpruned run (`prune=None`, same seed): same
+batch, same numbers, so its checkpoint score can be replayed afterwards from `PrunedCandidates.logprobs`
+(`mean_logprob`). After the cut a kept candidate is decoded in a batch of other rows, and a matrix product over
+another number of rows may round its logits differently in the last bits (~1e-6 in the log-probabilities): its
+tokens are those of the unpruned run unless one of its uniform numbers falls within that rounding of a boundary of
+the cumulative distribution, which the tests (and the benchmark's checks) have not met; tests/test_pruning.py checks
+the tokens one for one. The unpruned run of this module is not `decoding.sample_candidates` (which draws with
+`torch.multinomial`): both sample the same distribution, with different random numbers.
 """
 
 from __future__ import annotations
@@ -92,12 +96,14 @@ class PrunedCandidates:
     """The finished candidates and how they were chosen.
 
     codes: (K, max_new_tokens) stop-padded, the kept candidates in candidate order. kept: (K,) their numbers among
-    all N. checkpoint_scores: (N,) every candidate's score at the checkpoint (higher is better). checkpoint: tokens
+    all N. logprobs: (K, max_new_tokens) the decoder's log-probability of each sampled token (0 after the stop).
+    checkpoint_scores: (N,) every candidate's score at the checkpoint (higher is better). checkpoint: tokens
     decoded before the cut. steps: decode steps run (batch-steps: one per batch per token).
     """
 
     codes: Tensor
     kept: Tensor
+    logprobs: Tensor
     checkpoint_scores: Tensor
     checkpoint: int
     steps: int
@@ -110,8 +116,7 @@ class _Rows:
     index: Tensor  # (R,) candidate numbers: rows of the uniform table
     codes: Tensor  # (R, max_new_tokens) stop-padded
     finished: Tensor  # (R,) bool
-    logprob: Tensor  # (R,) summed log-probabilities of the tokens sampled (up to and including the stop)
-    count: Tensor  # (R,) tokens summed in logprob
+    logprobs: Tensor  # (R, max_new_tokens) log-probability of each token sampled (up to and including the stop)
 
 
 class _Decoder:
@@ -136,9 +141,7 @@ class _Decoder:
             forbid_stop = step < options.min_new_tokens
             tokens = next_tokens(logits, seen, options.sampling, None, forbid_stop, self.uniforms[rows.index, step])
             tokens = tokens.masked_fill(rows.finished, stop)
-            live = ~rows.finished
-            rows.logprob += torch.where(live, F.log_softmax(logits.float(), dim=-1)[row, tokens], 0.0)
-            rows.count += live.long()
+            rows.logprobs[:, step] = torch.where(rows.finished, 0.0, F.log_softmax(logits.float(), dim=-1)[row, tokens])
             rows.codes[:, step] = tokens
             seen[row, tokens] = True
             rows.finished |= tokens == stop
@@ -169,6 +172,7 @@ class _Survivor:
     index: int
     score: float
     codes: Tensor  # (max_new_tokens,)
+    logprobs: Tensor  # (max_new_tokens,)
     finished: bool
     cache: list[tuple[Tensor, Tensor]] | None  # per layer (1, H, checkpoint - 1, d); None once finished
 
@@ -176,8 +180,16 @@ class _Survivor:
 def _fresh_rows(first: int, count: int, options: DecodingOptions, stop: int, device: torch.device) -> _Rows:
     return _Rows(torch.arange(first, first + count, device=device),
                  torch.full((count, options.max_new_tokens), stop, dtype=torch.long, device=device),
-                 torch.zeros(count, dtype=torch.bool, device=device), torch.zeros(count, device=device),
-                 torch.zeros(count, dtype=torch.long, device=device))
+                 torch.zeros(count, dtype=torch.bool, device=device),
+                 torch.zeros(count, options.max_new_tokens, device=device))
+
+
+def mean_logprob(logprobs: Tensor, codes: Tensor, stop: int, upto: int) -> Tensor:
+    """Mean log-probability (R,) of each candidate's tokens among its first `upto`, the stop token included and the
+    padding after it not: the "logprob" checkpoint score, also computable afterwards from `PrunedCandidates`."""
+    stops = (codes[:, :upto] == stop).long()
+    live = (stops.cumsum(dim=1) - stops) == 0  # no stop before this position
+    return (logprobs[:, :upto].sum(dim=1) / live.sum(dim=1).clamp(min=1)).float()
 
 
 def _scores(rows: _Rows, step: int, prune: PruneOptions | None, clvp: ClvpModel | None, text_ids: Tensor,
@@ -186,7 +198,7 @@ def _scores(rows: _Rows, step: int, prune: PruneOptions | None, clvp: ClvpModel 
     if prune is None:
         return torch.zeros(len(rows.index))
     if prune.score == "logprob":
-        return (rows.logprob / rows.count.clamp(min=1)).float().cpu()
+        return mean_logprob(rows.logprobs, rows.codes, tokens.mel_stop, step).cpu()
     prefix = fix_speech_decoder_output(rows.codes[:, :step], tokens)
     return score_candidates(clvp, text_ids, prefix.cpu()).float()
 
@@ -237,21 +249,22 @@ def sample_pruned(
                                      decoder.prefix_len + step - 1) if bool(paused.any()) else None
             for r in range(count):
                 own = None if cache is None or not paused[r] else [(k[r : r + 1], v[r : r + 1]) for k, v in cache]
-                pool.append(_Survivor(first - count + r, float(batch_scores[r]), rows.codes[r], not paused[r], own))
+                pool.append(_Survivor(first - count + r, float(batch_scores[r]), rows.codes[r], rows.logprobs[r],
+                                      not paused[r], own))
             pool = sorted(pool, key=lambda s: (-s.score, s.index))[:keep]  # the best so far; ties: the earlier
         pool.sort(key=lambda s: s.index)
         unfinished = [s for s in pool if not s.finished]
         for start in range(0, len(unfinished), options.batch_size):  # the survivors, regrouped into full batches
             group = unfinished[start : start + options.batch_size]
             rows = _Rows(torch.tensor([s.index for s in group], device=device), torch.stack([s.codes for s in group]),
-                         torch.zeros(len(group), dtype=torch.bool, device=device), torch.zeros(len(group), device=device),
-                         torch.zeros(len(group), dtype=torch.long, device=device))
+                         torch.zeros(len(group), dtype=torch.bool, device=device),
+                         torch.stack([s.logprobs for s in group]))
             saved = [(torch.cat([s.cache[layer][0] for s in group]), torch.cat([s.cache[layer][1] for s in group]))
                      for layer in range(len(group[0].cache))]
             decoder.run(rows, decoder.resume(rows, saved, checkpoint), checkpoint, budget)
-            for survivor, codes in zip(group, rows.codes):
-                survivor.codes = codes
+            for survivor, codes, logprobs in zip(group, rows.codes, rows.logprobs):
+                survivor.codes, survivor.logprobs = codes, logprobs
     finally:
         model.release_cache()
-    codes = torch.stack([s.codes for s in pool])
-    return PrunedCandidates(codes, torch.tensor([s.index for s in pool]), scores, checkpoint, decoder.steps)
+    return PrunedCandidates(torch.stack([s.codes for s in pool]), torch.tensor([s.index for s in pool]),
+                            torch.stack([s.logprobs for s in pool]).cpu(), scores, checkpoint, decoder.steps)
