@@ -53,10 +53,11 @@ PREVIEWS_DIR = "previews"  # a few preview wavs per kind go to WORK_DIR/previews
 SAVED_PREVIEWS = 3
 
 
-def stage_summary(work_dir: Path) -> dict[str, Any]:
-    """Each trained stage's steps, wall time, throughput and evaluations, from its metrics.json."""
+def stage_summary(work_dir: Path, parts: dict[str, str] = STAGES) -> dict[str, Any]:
+    """Each trained stage's steps, wall time, throughput and evaluations, from its metrics.json (`parts`: part name
+    -> its folder in the work folder)."""
     stages = {}
-    for part, folder in STAGES.items():
+    for part, folder in parts.items():
         path = work_dir / folder / METRICS_FILE
         if not path.is_file():
             continue

@@ -52,8 +52,8 @@ def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) ->
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """log P(x) elementwise, in nats, for x in [-1, 1] quantised to DATA_BINS + 1 levels under N(mean, exp(log_scale)^2);
-    the outermost levels take the tails."""
+    """log P(x) elementwise, in nats, for x in [-1, 1] quantised to DATA_BINS + 1 levels under
+    N(mean, exp(log_scale)^2); the outermost levels take the tails."""
     inverse_std = torch.exp(-log_scale)
     upper = torch.special.ndtr(inverse_std * (x - mean + 1.0 / DATA_BINS))
     lower = torch.special.ndtr(inverse_std * (x - mean - 1.0 / DATA_BINS))
@@ -75,12 +75,16 @@ class DiffusionLosses:
         return (self.mse + vb_weight * self.vb).mean()
 
 
-def diffusion_losses(schedule: Schedule, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor, noise: Tensor) -> DiffusionLosses:
+def diffusion_losses(
+    schedule: Schedule, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor, noise: Tensor
+) -> DiffusionLosses:
     """The hybrid loss terms of the network's `output` (B, 2C, T) = [eps; v] at x_t (B, C, T), timesteps t (B,),
     for the clean x_start and the noise that made x_t."""
     channels = x_start.shape[1]
     if output.shape[1] != 2 * channels:
-        raise ValueError(f"the decoder must output eps and the variance ({2 * channels} channels), got {output.shape[1]}")
+        raise ValueError(
+            f"the decoder must output eps and the variance ({2 * channels} channels), got {output.shape[1]}"
+        )
     eps, var_values = output[:, :channels], output[:, channels:]
     mse = ((noise - eps) ** 2).mean(dim=(1, 2))
 
@@ -88,7 +92,9 @@ def diffusion_losses(schedule: Schedule, output: Tensor, x_start: Tensor, x_t: T
     pred_xstart = _at(schedule.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _at(
         schedule.sqrt_recipm1_alphas_cumprod, t, x_t
     ) * eps.detach()
-    model_mean = _at(schedule.posterior_mean_coef1, t, x_t) * pred_xstart + _at(schedule.posterior_mean_coef2, t, x_t) * x_t
+    model_mean = _at(schedule.posterior_mean_coef1, t, x_t) * pred_xstart + _at(
+        schedule.posterior_mean_coef2, t, x_t
+    ) * x_t
     frac = (var_values + 1) / 2
     model_log_variance = frac * _at(schedule.log_betas, t, x_t) + (1 - frac) * _at(
         schedule.posterior_log_variance_clipped, t, x_t

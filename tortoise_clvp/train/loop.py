@@ -114,6 +114,11 @@ class StageRun:
         self._resume()
 
     @property
+    def finished(self) -> bool:
+        """Whether the run is over (all steps, or stopped early): `train` then only reports."""
+        return self.state.finished
+
+    @property
     def evaluated_model(self) -> nn.Module:
         """What is evaluated and exported: the EMA weights when on, else the trained ones."""
         return self.model if self.ema is None else self.ema
@@ -126,7 +131,9 @@ class StageRun:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for damaged files
-            raise CheckpointError(f"cannot read {path} ({error}); delete it to train {self.part} from scratch") from None
+            raise CheckpointError(
+                f"cannot read {path} ({error}); delete it to train {self.part} from scratch"
+            ) from None
         if saved.get("config") != self.model.config.to_dict():
             raise CheckpointError(
                 f"{path} holds a {self.part} of another size than this recipe's; delete {self.folder} to train it "
@@ -153,9 +160,11 @@ class StageRun:
         write_bytes_atomic(self.folder / CHECKPOINT_FILE, buffer.getvalue())
 
     def _save_best(self) -> None:
-        state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.evaluated_model.state_dict().items()}
+        weights = self.evaluated_model.state_dict()
+        state = {name: value.detach().to("cpu", torch.float32).contiguous() for name, value in weights.items()}
         write_bytes_atomic(weights_file(self.folder, self.part), save(state))
-        write_bytes_atomic(config_file(self.folder, self.part), json.dumps(self.model.config.to_dict(), indent=1).encode())
+        config = json.dumps(self.model.config.to_dict(), indent=1)
+        write_bytes_atomic(config_file(self.folder, self.part), config.encode("utf-8"))
 
     def _write_metrics(self, throughput: dict[str, float]) -> None:
         summary = {
@@ -205,7 +214,8 @@ class StageRun:
 
         `per_step`: how much of `throughput_unit` (e.g. audio seconds, items) one step trains on, for progress."""
         loop, state = self.loop, self.state
-        shown = {f"valid_{k}": v for k, v in (state.history[-1] if state.history else {}).items() if k != "step"}
+        last = state.history[-1] if state.history else {}
+        shown = {f"valid_{name}": value for name, value in last.items() if name not in ("step", "seconds")}
         rate = 0.0
         self.model.train()
         while not state.finished and state.step < loop.steps:
@@ -230,7 +240,8 @@ class StageRun:
             if evaluated or state.finished or state.step % loop.checkpoint_every == 0:
                 self._save_checkpoint()
                 self._write_metrics({throughput_unit: rate})
-            self.progress(self.part, state.step, loop.steps, {"loss": value.item(), **terms, throughput_unit: rate, **shown})
+            metrics = {"loss": value.item(), **terms, throughput_unit: rate, **shown}
+            self.progress(self.part, state.step, loop.steps, metrics)
         if not weights_file(self.folder, self.part).is_file():  # finished before any evaluation (steps = 0)
             self._evaluate(evaluate)
             self._save_checkpoint()

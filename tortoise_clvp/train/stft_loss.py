@@ -50,9 +50,11 @@ class SpectralLosses:
 
 
 def stft_magnitude(wav: Tensor, fft_size: int, hop: int, window_length: int) -> Tensor:
-    """|STFT| of (B, N) audio with a Hann window -> (B, fft_size // 2 + 1, frames), softly floored at MAGNITUDE_FLOOR."""
+    """|STFT| of (B, N) audio, Hann window -> (B, fft_size // 2 + 1, frames), softly floored at MAGNITUDE_FLOOR."""
     window = torch.hann_window(window_length, device=wav.device, dtype=wav.dtype)
-    spectrum = torch.stft(wav, fft_size, hop, window_length, window, center=True, pad_mode="reflect", return_complex=True)
+    spectrum = torch.stft(
+        wav, fft_size, hop, window_length, window, center=True, pad_mode="reflect", return_complex=True
+    )
     power = spectrum.real**2 + spectrum.imag**2
     return (power + MAGNITUDE_FLOOR**2).sqrt()
 

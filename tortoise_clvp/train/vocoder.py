@@ -53,7 +53,7 @@ class Clip:
 
 
 def corpus_clips(work_dir: Path, split: str) -> list[Clip]:
-    """The 24 kHz clips of one split of the corpus, in metadata order; CorpusError if a file is missing or not 24 kHz."""
+    """The 24 kHz clips of one split of the corpus, in metadata order; CorpusError for a missing or other-rate file."""
     folder = corpus_dir(work_dir)
     clips = []
     for utterance in read_metadata(work_dir):
@@ -65,7 +65,9 @@ def corpus_clips(work_dir: Path, split: str) -> list[Clip]:
         except (OSError, RuntimeError, soundfile.SoundFileError) as error:
             raise CorpusError(f"cannot read {path} ({error}); rerun the corpus stage") from None
         if info.samplerate != OUTPUT_SAMPLE_RATE or info.channels != 1:
-            raise CorpusError(f"{path} is {info.samplerate} Hz, {info.channels} channel(s); the vocoder needs 24 kHz mono")
+            raise CorpusError(
+                f"{path} is {info.samplerate} Hz, {info.channels} channel(s); the vocoder needs 24 kHz mono"
+            )
         clips.append(Clip(path, info.frames))
     return clips
 
@@ -150,7 +152,9 @@ def run_vocoder(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -
     model = initial_model(UnivNetVocoder, settings.model, STAGE, config.seed, config.init_dir)
     run = StageRun(work_dir / VOCODER_DIR, STAGE, model, settings.loop, progress)
     run.train(
-        lambda step: training_loss(model, settings, training_batch(train_clips, settings, step_generator(config.seed, step))),
+        lambda step: training_loss(
+            model, settings, training_batch(train_clips, settings, step_generator(config.seed, step))
+        ),
         lambda evaluated: evaluate(evaluated, valid_clips, settings, config.seed),
         throughput_unit="audio_s_per_s",
         per_step=settings.batch_size * settings.segment_frames * HOP_LENGTH / OUTPUT_SAMPLE_RATE,

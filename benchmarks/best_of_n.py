@@ -1,0 +1,510 @@
+"""Best of N by ear, early pruning and int8 quantization: what reranking buys and how much work can be skipped.
+
+Two parts, run separately:
+
+``speed`` (full-size random weights; measures compute only, nothing about speech):
+- pruning: `pipeline.pruning.sample_pruned` unpruned vs pruned (checkpoint ``--checkpoint`` tokens, ``--keep`` of the
+  candidates finished) and the library's usual `decoding.sample_candidates`, ``--candidates`` candidates in batches
+  of ``--batch-size``, lengths forced (min = max = ``--tokens``, so every row runs to the end, the worst case for
+  the unpruned run and the same work on every side); interleaved repeats; decode batch-steps counted too. The kept
+  candidates' tokens are compared with the unpruned run's.
+- int8: the decoder's 16-row sampling step, oneDNN-packed float32 (what `from_local` runs) vs int8
+  (`models.quantize`), interleaved; agreement of the next-token argmax on teacher-forced random codes and of whole
+  sampled candidates (row-keyed draws, same seed); CLVP scoring of ``--candidates`` random candidates, float32 vs
+  int8: time, Spearman of the scores and top-1 agreement.
+
+``quality WORK_DIR`` (a trained model: WORK_DIR/export, or ``--models-dir``): held-out (valid) sentences of the
+training corpus, each spoken in its voice (a training clip of that voice as the reference), ``--seeds`` seeds.
+Per sentence and seed, max(``--candidates``) candidates are sampled once (row-keyed draws, as the pruned runs) and
+every one is decoded to audio (the diffusion decoder with ``--preset``'s sampler, or, for a model without it,
+``--audio preview``: the DVAE decoder and Griffin-Lim) and transcribed by Whisper tiny.en (the eval extra). Then:
+- best of N (`bench.best_of_n`): WER/CER of CLVP's pick, a random pick and the ASR-best, per N; Spearman per text;
+- pruning replayed for every ``--prune-at`` x ``--prune-keep`` x score (logprob, clvp): which candidates a cut keeps
+  is computed from the unpruned run (exact for logprob: `mean_logprob`; CLVP on the same prefixes), CLVP's pick among
+  them, its WER, agreement with the unpruned pick, and the decode batch-steps it saves. One real pruned run per
+  sentence and seed (the first setting) checks the replay and is timed against the unpruned run;
+- int8 (``--int8``): the same sentences with the decoder and CLVP quantized: WER of CLVP's pick of N, agreement;
+- presets (with a diffusion decoder): WER and diffusion time of the sampler presets on CLVP's pick of 16.
+
+Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
+         [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
+       python benchmarks/best_of_n.py quality WORK_DIR [--models-dir DIR] [--sentences 100] [--seeds 0,1]
+         [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset fast]
+         [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--threads 2]
+         [--out benchmarks/results/best_of_n_quality.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script from anywhere
+from common import finish, format_table, load_average, result_header, timed, write_json_atomic  # noqa: E402
+
+from tortoise_clvp.bench.best_of_n import (  # noqa: E402
+    CandidateErrors,
+    best_of_n_rows,
+    candidate_audio,
+    clvp_pick,
+    hear,
+    spearman,
+    text_correlation,
+)
+from tortoise_clvp.config import AutoregressiveConfig, ClvpConfig  # noqa: E402
+from tortoise_clvp.models.autoregressive import AutoregressiveModel  # noqa: E402
+from tortoise_clvp.models.clvp import ClvpModel  # noqa: E402
+from tortoise_clvp.models.packed_linear import pack_linears  # noqa: E402
+from tortoise_clvp.models.quantize import quantize_linears  # noqa: E402
+from tortoise_clvp.pipeline.decoding import DecodingOptions, sample_candidates  # noqa: E402
+from tortoise_clvp.pipeline.pruning import PruneOptions, mean_logprob, sample_pruned  # noqa: E402
+from tortoise_clvp.pipeline.rerank import score_candidates  # noqa: E402
+from tortoise_clvp.pipeline.trimming import fix_speech_decoder_output  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEXT_IDS = 39  # + the appended 0: a ~60-character sentence
+PRUNE_SCORES = ("logprob", "clvp")
+PRESET_SAMPLERS = ("standard", "fast", "fast_dpm", "ultra_fast_dpm")  # p 200 / p 80 / dpm++2m 20 / dpm++2m 10
+PRESET_N = 16  # presets are compared on CLVP's pick of this many
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
+
+
+# speed (full-size random weights) ---------------------------------------------------------------------------------
+def _random_inputs(seed: int) -> tuple[Tensor, Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    text = torch.cat([torch.randint(1, 255, (TEXT_IDS,), generator=generator), torch.tensor([0])])
+    return torch.randn(AutoregressiveConfig.RELEASED.model_dim, generator=generator) * 0.1, text
+
+
+def _interleaved(cells: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+    """Each cell (name -> callable) once untimed, then `repeats` rounds in a rotating order; seconds per call."""
+    for fn in cells.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in cells}
+    names = list(cells)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+            times[name].append(timed(cells[name])[0])
+    return times
+
+
+def _summary(times: list[float]) -> dict[str, Any]:
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+
+
+def speed_pruning(decoder: AutoregressiveModel, args: argparse.Namespace) -> dict[str, Any]:
+    cond, text = _random_inputs(args.seed)
+    options = DecodingOptions(num_candidates=args.candidates, batch_size=args.batch_size, max_new_tokens=args.tokens,
+                              min_new_tokens=args.tokens)
+    prune = PruneOptions(at_tokens=args.checkpoint, keep=args.keep)
+    outputs: dict[str, Any] = {}
+
+    def run(name: str, prune_options: PruneOptions | None):
+        def call():
+            outputs[name] = sample_pruned(decoder, cond, text, options, prune_options, torch.Generator().manual_seed(1))
+        return call
+
+    cells = {
+        "sample_candidates": lambda: sample_candidates(decoder, cond, text, options, torch.Generator().manual_seed(1)),
+        "unpruned (row-keyed)": run("unpruned", None),
+        "pruned": run("pruned", prune),
+    }
+    times = _interleaved(cells, args.repeats)
+    unpruned, pruned = outputs["unpruned"], outputs["pruned"]
+    same_rows = sum(torch.equal(a, b) for a, b in zip(pruned.codes, unpruned.codes[pruned.kept]))
+    steps = {"sample_candidates": len(options.batch_sizes()) * (args.tokens - 1),
+             "unpruned (row-keyed)": unpruned.steps, "pruned": pruned.steps}
+    base = statistics.median(times["unpruned (row-keyed)"])
+    return {
+        "options": {"candidates": args.candidates, "batch_size": args.batch_size, "tokens": args.tokens,
+                    "checkpoint": args.checkpoint, "keep": args.keep, "kept": len(pruned.kept)},
+        "cells": {name: {**_summary(t), "batch_steps": steps[name],
+                         "time_vs_unpruned": statistics.median(t) / base} for name, t in times.items()},
+        "kept_rows_identical": same_rows,
+        "kept_rows": len(pruned.kept),
+    }
+
+
+@torch.inference_mode()
+def speed_int8_decoder(plain: AutoregressiveModel, packed: AutoregressiveModel, args: argparse.Namespace) -> dict:
+    quantized = copy.deepcopy(plain)
+    quantize_linears(quantized)
+    cond, text = _random_inputs(args.seed)
+    tokens = args.int8_tokens
+    options = DecodingOptions(num_candidates=16, batch_size=16, max_new_tokens=tokens, min_new_tokens=tokens)
+    cells = {name: (lambda model=model: sample_candidates(model, cond, text, options, torch.Generator().manual_seed(1)))
+             for name, model in (("float32 packed", packed), ("int8", quantized))}
+    times = _interleaved(cells, args.repeats)
+    # next-token argmax agreement on teacher-forced random codes (4 sequences of 64)
+    codes = torch.randint(0, 8192, (4, 64), generator=torch.Generator().manual_seed(args.seed + 1))
+    conds = cond.expand(4, -1)
+    texts = text.expand(4, -1)
+    logits = {}
+    for name, model in (("float32", packed), ("int8", quantized)):
+        logits[name] = model.mel_head(model.teacher_forced(conds, texts, codes)[1])  # (4, 66, V)
+    agree = (logits["float32"].argmax(-1) == logits["int8"].argmax(-1)).double().mean()
+    drift = ((logits["float32"] - logits["int8"]).abs().mean() / logits["float32"].std()).item()
+    # whole candidates, row-keyed draws with one seed: how far do they stay identical?
+    sampled = {name: sample_pruned(model, cond, text, DecodingOptions(num_candidates=16, batch_size=16,
+                                                                     max_new_tokens=tokens, min_new_tokens=tokens),
+                                   None, torch.Generator().manual_seed(2)).codes
+               for name, model in (("float32", packed), ("int8", quantized))}
+    differs = sampled["float32"] != sampled["int8"]
+    first = torch.where(differs.any(1), differs.int().argmax(1), torch.full((16,), tokens))
+    base = statistics.median(times["float32 packed"])
+    return {
+        "tokens": tokens,
+        "cells": {name: {**_summary(t), "per_token_ms": 1000 * statistics.median(t) / tokens,
+                         "time_vs_float32": statistics.median(t) / base} for name, t in times.items()},
+        "teacher_forced_top1_agreement": float(agree),
+        "mean_abs_logit_change_over_std": drift,
+        "sampled_identical_candidates": int((~differs.any(1)).sum()),
+        "sampled_mean_first_difference": float(first.double().mean()),
+    }
+
+
+@torch.inference_mode()
+def speed_int8_clvp(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    plain = ClvpModel(ClvpConfig.RELEASED).eval()
+    quantized = copy.deepcopy(plain)
+    quantize_linears(quantized)
+    generator = torch.Generator().manual_seed(args.seed + 2)
+    codes = torch.randint(0, 8192, (args.candidates, args.clvp_codes), generator=generator)
+    _, text = _random_inputs(args.seed)
+    scores: dict[str, Tensor] = {}
+
+    def cell(name, model):
+        def call():
+            scores[name] = score_candidates(model, text, codes, batch_size=16)
+        return call
+
+    times = _interleaved({"float32": cell("float32", plain), "int8": cell("int8", quantized)}, args.repeats)
+    a, b = scores["float32"], scores["int8"]
+    base = statistics.median(times["float32"])
+    return {
+        "candidates": args.candidates, "codes_per_candidate": args.clvp_codes,
+        "cells": {name: {**_summary(t), "time_vs_float32": statistics.median(t) / base} for name, t in times.items()},
+        "spearman": spearman(a.tolist(), b.tolist()),
+        "top1_same": int(a.argmax()) == int(b.argmax()),
+        "max_abs_score_change": float((a - b).abs().max()),
+        "score_std": float(a.std()),
+    }
+
+
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    result = result_header("best_of_n_speed", args, __doc__.split("\n\n")[2], skip_args=("out", "func"))
+    torch.manual_seed(args.seed)
+    plain = AutoregressiveModel(AutoregressiveConfig.RELEASED).eval()
+    packed = copy.deepcopy(plain)
+    pack_linears(packed)
+    result["pruning"] = speed_pruning(packed, args)
+    write_json_atomic(args.out, result)
+    p = result["pruning"]
+    print(format_table(["pruning", "median s", "batch-steps", "time vs unpruned"],
+                       [[n, c["median_s"], c["batch_steps"], c["time_vs_unpruned"]] for n, c in p["cells"].items()]))
+    print(f"kept {p['kept_rows']}, identical to the unpruned run: {p['kept_rows_identical']}")
+    result["int8_decoder"] = speed_int8_decoder(plain, packed, args)
+    del plain, packed
+    write_json_atomic(args.out, result)
+    d = result["int8_decoder"]
+    print(format_table(["decoder (16 rows)", "median s", "ms/token", "time vs float32"],
+                       [[n, c["median_s"], c["per_token_ms"], c["time_vs_float32"]] for n, c in d["cells"].items()]))
+    print(f"top-1 agreement {d['teacher_forced_top1_agreement']:.3f}, identical sampled candidates "
+          f"{d['sampled_identical_candidates']}/16 (first difference at token {d['sampled_mean_first_difference']:.1f})")
+    result["int8_clvp"] = speed_int8_clvp(args)
+    c = result["int8_clvp"]
+    print(format_table(["CLVP", "median s", "time vs float32"],
+                       [[n, x["median_s"], x["time_vs_float32"]] for n, x in c["cells"].items()]))
+    print(f"Spearman {c['spearman']:.3f}, top-1 same {c['top1_same']}")
+    result["system"]["loadavg_1m_at_end"] = load_average()
+    return result
+
+
+# quality (a trained model) ----------------------------------------------------------------------------------------
+def _sentences(work_dir: Path, count: int) -> list[tuple[Any, Path]]:
+    """Held-out (valid) sentences, one per text, each with a training clip of its voice as the reference."""
+    from tortoise_clvp.train.config import TRAIN_SPLIT, VALID_SPLIT
+    from tortoise_clvp.train.metadata import corpus_dir, read_metadata
+
+    utterances = read_metadata(work_dir)
+    folder = corpus_dir(work_dir)
+    reference = {}
+    for utterance in utterances:
+        if utterance.split == TRAIN_SPLIT:
+            reference.setdefault(utterance.voice, folder / utterance.wav_22k)
+    chosen, seen = [], set()
+    for utterance in utterances:
+        if utterance.split == VALID_SPLIT and utterance.text not in seen and utterance.voice in reference:
+            seen.add(utterance.text)
+            chosen.append((utterance, reference[utterance.voice]))
+    return chosen[:count]
+
+
+class _RowKeyedSampler:
+    """`TextToSpeech`'s sampler: `sample_pruned` without pruning (row-keyed draws), keeping its last output."""
+
+    last = None
+
+    def __call__(self, model, cond_latent, text_ids, options, generator=None, on_batch=None, on_step=None):
+        self.last = sample_pruned(model, cond_latent, text_ids, options, None, generator)
+        return self.last.codes
+
+
+def _batch_steps(lengths: list[int], budget: int, batch: int, checkpoint: int | None, kept: list[int]) -> int:
+    """Decode steps `sample_pruned` runs for candidates of these lengths (tokens before the stop; the stop itself is
+    one more token), pruned at `checkpoint` to the candidates `kept` (None: unpruned)."""
+    ends = [min(length + 1, budget) for length in lengths]  # tokens sampled per candidate
+    limit = budget if checkpoint is None else checkpoint
+    steps = 0
+    for start in range(0, len(ends), batch):
+        steps += min(max(ends[start : start + batch]), limit) - 1
+    if checkpoint is not None:
+        live = [i for i in kept if ends[i] > checkpoint]
+        for start in range(0, len(live), batch):
+            steps += max(ends[i] for i in live[start : start + batch]) - checkpoint
+    return steps
+
+
+def _pruned_pick(scores: list[float], checkpoint_scores: list[float], keep: int) -> tuple[int, list[int]]:
+    kept = sorted(sorted(range(len(scores)), key=lambda i: (-checkpoint_scores[i], i))[:keep])
+    return max(kept, key=lambda i: (scores[i], -i)), kept
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    from tortoise_clvp.api import TextToSpeech
+    from tortoise_clvp.eval.asr import Transcriber
+    from tortoise_clvp.frontend.mel import CONDITIONING_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
+    from tortoise_clvp.presets import PRESETS
+
+    work_dir = args.work_dir.expanduser().resolve()
+    models_dir = (args.models_dir or work_dir / "export").expanduser().resolve()
+    transcriber = Transcriber(threads=args.threads)
+    sampler = _RowKeyedSampler()
+    tts = TextToSpeech.from_local(models_dir)
+    tts.sampler = sampler
+    has_diffusion = tts.models.diffusion is not None and tts.models.vocoder is not None
+    audio = args.audio if args.audio != "auto" else ("diffusion" if has_diffusion else "preview")
+    if audio == "diffusion" and not has_diffusion:
+        raise SystemExit(f"{models_dir} has no diffusion decoder and vocoder; use --audio preview")
+    dvae = mel_norms = None
+    if audio == "preview":
+        from tortoise_clvp.frontend.mel import load_mel_norms
+        from tortoise_clvp.train.preview import codes_to_audio
+        from tortoise_clvp.weights.native import build_part, read_meta, read_part
+
+        meta = read_meta(models_dir)
+        dvae = build_part(meta, "dvae", read_part(models_dir, "dvae"), str(models_dir))
+        mel_norms = load_mel_norms(models_dir / "mel_norms.pth")
+    quantized = TextToSpeech.from_local(models_dir, quantize="int8") if args.int8 else None
+    if quantized is not None:
+        quantized.sampler = _RowKeyedSampler()
+
+    grid = sorted(set(args.candidate_counts))
+    largest = grid[-1]
+    stop = tts.models.autoregressive.config.tokens.mel_stop
+    options = DecodingOptions(num_candidates=largest, batch_size=min(largest, args.batch_size),
+                              max_new_tokens=args.max_new_tokens)
+    diffusion = PRESETS[args.preset].diffusion
+    sentences = _sentences(work_dir, args.sentences)
+    result = result_header("best_of_n_quality", args, __doc__.split("\n\n")[3], skip_args=("out", "func"))
+    result.update({"models_dir": str(models_dir), "audio": audio, "preset": args.preset, "sentences": len(sentences)})
+    settings = [(c, k, s) for c in args.prune_checkpoints for k in args.prune_keeps for s in PRUNE_SCORES]
+    items = []
+    started = time.perf_counter()
+
+    def audio_of(result_, conditioning) -> tuple[list[Tensor], int]:
+        if audio == "diffusion":
+            return candidate_audio(tts, conditioning, result_, diffusion), OUTPUT_SAMPLE_RATE
+        lengths = result_.lengths.tolist()
+        return [codes_to_audio(dvae, result_.raw_codes[i, : max(n, 1)], mel_norms) for i, n in enumerate(lengths)], \
+            CONDITIONING_SAMPLE_RATE
+
+    for number, (utterance, clip) in enumerate(sentences):
+        conditioning = tts.get_conditioning([clip])
+        for seed in args.seed_list:
+            k = largest if audio == "diffusion" else 1
+            candidates = tts.candidates(utterance.text, conditioning, options, k=k, seed=seed)
+            run = sampler.last
+            start = time.perf_counter()
+            waves, rate = audio_of(candidates, conditioning)
+            heard = hear(utterance.text, candidates.ranked.scores, waves, rate, transcriber, time.perf_counter() - start)
+            scores = candidates.ranked.scores.tolist()
+            lengths = candidates.lengths.tolist()
+            item = {"id": utterance.id, "voice": utterance.voice, "text": utterance.text, "seed": seed,
+                    "scores": scores, "lengths": lengths, "wer": list(heard.errors.wer), "cer": list(heard.errors.cer),
+                    "transcripts": list(heard.transcripts), "sampling_s": candidates.timings["sampling"],
+                    "audio_s": heard.audio_s, "asr_s": heard.asr_s, "prune": {}}
+            # pruning, replayed from this unpruned run
+            unpruned_pick = clvp_pick(scores, largest)
+            for checkpoint in args.prune_checkpoints:
+                logprob = mean_logprob(run.logprobs, run.codes, stop, checkpoint).tolist()
+                prefix = fix_speech_decoder_output(run.codes[:, :checkpoint], tts.models.autoregressive.config.tokens)
+                clvp_prefix = score_candidates(tts.models.clvp, candidates.text_ids, prefix.cpu()).tolist()
+                for keep in args.prune_keeps:
+                    for score in PRUNE_SCORES:
+                        at = logprob if score == "logprob" else clvp_prefix
+                        pick, kept = _pruned_pick(scores, at, PruneOptions(at_tokens=checkpoint, keep=keep).kept(largest))
+                        item["prune"][f"{checkpoint}/{keep}/{score}"] = {
+                            "pick": pick, "agrees": pick == unpruned_pick, "wer": heard.errors.wer[pick],
+                            "cer": heard.errors.cer[pick],
+                            "batch_steps": _batch_steps(lengths, options.max_new_tokens, options.batch_size,
+                                                        checkpoint, kept),
+                        }
+            item["unpruned_batch_steps"] = run.steps
+            # one real pruned run (the first setting): the replay's check, and its time
+            checkpoint, keep, score = settings[0]
+            generator = torch.Generator(tts.device).manual_seed(seed)
+            seconds, real = timed(lambda: sample_pruned(
+                tts.models.autoregressive, conditioning.autoregressive, candidates.text_ids, options,
+                PruneOptions(at_tokens=checkpoint, keep=keep, score=score), generator, tts.models.clvp))
+            replay = item["prune"][f"{checkpoint}/{keep}/{score}"]
+            item["real_pruned"] = {"setting": f"{checkpoint}/{keep}/{score}", "seconds": seconds,
+                                   "batch_steps": real.steps, "replayed_batch_steps": replay["batch_steps"],
+                                   "kept_rows_identical": sum(torch.equal(a, b) for a, b in
+                                                              zip(real.codes, run.codes[real.kept])),
+                                   "kept": real.kept.tolist()}
+            if quantized is not None:
+                q = quantized.candidates(utterance.text, conditioning, options, k=k, seed=seed)
+                start = time.perf_counter()
+                q_waves, q_rate = audio_of(q, conditioning)
+                q_heard = hear(utterance.text, q.ranked.scores, q_waves, q_rate, transcriber,
+                               time.perf_counter() - start)
+                q_pick = clvp_pick(q.ranked.scores.tolist(), largest)
+                item["int8"] = {"wer": list(q_heard.errors.wer), "scores": q.ranked.scores.tolist(),
+                                "sampling_s": q.timings["sampling"], "pick": q_pick,
+                                "same_pick_codes": torch.equal(q.raw_codes[q_pick], candidates.raw_codes[unpruned_pick])}
+            if has_diffusion and audio == "diffusion":
+                best = clvp_pick(scores, min(PRESET_N, largest))
+                latent = candidates.latents[candidates.best.tolist().index(best)]
+                item["presets"] = {}
+                for name in PRESET_SAMPLERS:
+                    timings: dict[str, float] = {}
+                    wave = tts.waveforms([latent], conditioning, PRESETS[name].diffusion, seed, timings=timings)[0]
+                    one = hear(utterance.text, torch.zeros(1), [wave], OUTPUT_SAMPLE_RATE, transcriber)
+                    item["presets"][name] = {"wer": one.errors.wer[0], "cer": one.errors.cer[0], **timings}
+            items.append(item)
+        print(f"  {number + 1}/{len(sentences)} {utterance.text!r}: CLVP's pick heard as "
+              f"{items[-1]['transcripts'][unpruned_pick]!r}", flush=True)
+        result["items"] = items
+        result["elapsed_s"] = time.perf_counter() - started
+        write_json_atomic(args.out, result)
+    result.update(summarize(items, grid, settings, largest))
+    result["system"]["loadavg_1m_at_end"] = load_average()
+    return result
+
+
+def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest: int) -> dict[str, Any]:
+    """The tables: best of N, Spearman per text, pruning settings, int8 and presets."""
+    sets = [CandidateErrors(tuple(i["scores"]), tuple(i["wer"]), tuple(i["cer"])) for i in items]
+    by_text: dict[str, list[CandidateErrors]] = {}
+    for item, s in zip(items, sets):
+        by_text.setdefault(item["text"], []).append(s)
+    rhos = [r for r in (text_correlation(s) for s in by_text.values()) if r is not None]
+    unpruned_wer = sum(i["wer"][clvp_pick(i["scores"], largest)] for i in items) / len(items)
+    unpruned_steps = sum(i["unpruned_batch_steps"] for i in items)
+    pruning = []
+    for checkpoint, keep, score in settings:
+        key = f"{checkpoint}/{keep}/{score}"
+        rows = [i["prune"][key] for i in items]
+        pruning.append({"checkpoint": checkpoint, "keep": keep, "score": score,
+                        "wer": sum(r["wer"] for r in rows) / len(rows), "unpruned_wer": unpruned_wer,
+                        "agreement": sum(r["agrees"] for r in rows) / len(rows),
+                        "batch_steps_saved": 1 - sum(r["batch_steps"] for r in rows) / unpruned_steps})
+    real = [i["real_pruned"] for i in items]
+    summary: dict[str, Any] = {
+        "best_of_n": best_of_n_rows(sets, grid),
+        "spearman": {"texts": len(rhos), "mean": sum(rhos) / len(rhos) if rhos else None,
+                     "negative_fraction": sum(r < 0 for r in rhos) / len(rhos) if rhos else None},
+        "pruning": pruning,
+        "real_pruned": {"setting": real[0]["setting"],
+                        "replay_matches": sum(r["batch_steps"] == r["replayed_batch_steps"] for r in real) / len(real),
+                        "seconds": sum(r["seconds"] for r in real),
+                        "unpruned_sampling_s": sum(i["sampling_s"] for i in items)},
+    }
+    if "int8" in items[0]:
+        summary["int8"] = {"wer_clvp_pick": sum(i["int8"]["wer"][i["int8"]["pick"]] for i in items) / len(items),
+                           "float32_wer_clvp_pick": unpruned_wer,
+                           "same_pick": sum(i["int8"]["same_pick_codes"] for i in items) / len(items),
+                           "sampling_s": sum(i["int8"]["sampling_s"] for i in items),
+                           "float32_sampling_s": sum(i["sampling_s"] for i in items)}
+    if "presets" in items[0]:
+        summary["presets"] = {name: {"wer": sum(i["presets"][name]["wer"] for i in items) / len(items),
+                                     "diffusion_s": sum(i["presets"][name]["diffusion"] for i in items)}
+                              for name in PRESET_SAMPLERS}
+    return summary
+
+
+def print_quality(result: dict[str, Any]) -> None:
+    print(format_table(["N", "WER clvp", "WER random", "WER oracle", "CER clvp", "CER random", "CER oracle"],
+                       [[r["n"], r["wer_clvp"], r["wer_random"], r["wer_oracle"], r["cer_clvp"], r["cer_random"],
+                         r["cer_oracle"]] for r in result["best_of_n"]], digits=3))
+    s = result["spearman"]
+    print(f"Spearman(CLVP score, WER) per text: mean {s['mean']}, negative in {s['negative_fraction']} of {s['texts']}")
+    print(format_table(["checkpoint", "keep", "score", "WER", "unpruned WER", "agreement", "steps saved"],
+                       [[p["checkpoint"], p["keep"], p["score"], p["wer"], p["unpruned_wer"], p["agreement"],
+                         p["batch_steps_saved"]] for p in result["pruning"]], digits=3))
+    for key in ("real_pruned", "int8", "presets"):
+        if key in result:
+            print(f"{key}: {result[key]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("speed", help="full-size random weights: pruning and int8 speed, int8 agreement")
+    s.add_argument("--candidates", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--tokens", type=int, default=96, help="forced length of every candidate")
+    s.add_argument("--checkpoint", type=int, default=24)
+    s.add_argument("--keep", type=float, default=0.25)
+    s.add_argument("--int8-tokens", type=int, default=24, help="forced tokens of the int8 decoder timing")
+    s.add_argument("--clvp-codes", type=int, default=250, help="codes per candidate in the CLVP timing")
+    s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", type=Path, default=RESULTS / "best_of_n_speed.json")
+    q = commands.add_parser("quality", help="a trained model: best of N by ear, pruning replayed, int8, presets")
+    q.add_argument("work_dir", type=Path, help="training work folder (its corpus gives the held-out sentences)")
+    q.add_argument("--models-dir", type=Path, default=None, help="default WORK_DIR/export")
+    q.add_argument("--sentences", type=int, default=100)
+    q.add_argument("--seeds", default="0,1")
+    q.add_argument("--candidates", default="1,2,4,8,16,32")
+    q.add_argument("--batch-size", type=int, default=16)
+    q.add_argument("--max-new-tokens", type=int, default=300)
+    q.add_argument("--audio", choices=("auto", "diffusion", "preview"), default="auto")
+    q.add_argument("--preset", default="fast", help="its diffusion sampler makes the audio")
+    q.add_argument("--prune-at", default="16,32,64", help="checkpoints (tokens)")
+    q.add_argument("--prune-keep", default="0.25,0.5", help="fractions kept")
+    q.add_argument("--int8", action="store_true", help="also run with the decoder and CLVP int8-quantized")
+    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--out", type=Path, default=RESULTS / "best_of_n_quality.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.command == "speed":
+        finish(args.out, speed(args))
+        return
+    args.seed_list, args.candidate_counts = _ints(args.seeds), _ints(args.candidates)
+    args.prune_checkpoints, args.prune_keeps = _ints(args.prune_at), _floats(args.prune_keep)
+    result = quality(args)
+    print_quality(result)
+    finish(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
