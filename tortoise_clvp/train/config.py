@@ -178,7 +178,9 @@ class DiffusionTrainConfig:
     conditioning-free guidance works. vb_weight weighs the variational-bound term that trains the learned variance.
     """
 
-    model: DiffusionConfig = field(default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4))
+    model: DiffusionConfig = field(
+        default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4)
+    )
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(steps=20000, learning_rate=2e-4, weight_decay=0.01, ema_decay=0.999)
     )
@@ -187,7 +189,7 @@ class DiffusionTrainConfig:
     unconditioned_rate: float = 0.15
     vb_weight: float = 1.0
     valid_items: int = 24  # held-out utterances scored at every evaluation
-    sampled_items: int = 4  # ... of which this many are also sampled (DPM-Solver++, sample_steps) and compared
+    sampled_items: int = 4  # ... of which this many are also sampled (as fast_dpm samples, in sample_steps steps)
     sample_steps: int = 20
     reference_clips: int = 64  # per voice: the clips its diffusion conditioning is drawn from
 

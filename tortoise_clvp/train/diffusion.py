@@ -16,8 +16,9 @@ respaces, so the samplers run it unchanged. A new model starts as Tortoise's doe
 layer and the output layer at zero, so it begins as the identity plus a zero prediction.
 
 Every `eval_every` steps, `valid_items` held-out utterances (training voices, unseen sentences) are scored whole at
-fixed timesteps and noise (the selection loss), and `sampled_items` of them are sampled with DPM-Solver++ and
-guidance through `latents_to_mel`, the inference path itself, and compared with their true mels.
+fixed timesteps and noise (the selection loss), and `sampled_items` of them are sampled through `latents_to_mel`,
+the inference path itself, as the `fast_dpm` preset samples (DPM-Solver++ with guidance, `sample_steps` steps), and
+compared with their true mels.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..frontend.text import BpeTokenizer
 from ..models.autoregressive import AutoregressiveModel
 from ..models.diffusion import AttentionBlock, DiffusionModel, ResBlock, output_frames
 from ..pipeline.diffusion import latents_to_mel
-from ..pipeline.samplers import SamplerOptions
+from ..presets import preset
 from .autoregressive import ArData, fits, load_decoder
 from .batches import BucketedBatches
 from .codes import MEL_NORMS_FILE, load_codes
@@ -57,7 +58,7 @@ from .metadata import CorpusError, corpus_dir, read_metadata
 STAGE = "diffusion"
 VALID_TIMESTEPS = 8  # timesteps each held-out item is scored at, evenly spread over the process
 VALID_SEED_OFFSET = 1  # held-out noise and references: their own stream, the same at every evaluation
-GUIDANCE_K = 2.0  # the presets' conditioning-free guidance weight, used when sampling held-out items
+SAMPLING_PRESET = "fast_dpm"  # held-out items are sampled as this preset samples (with sample_steps steps)
 
 Batch = tuple[Tensor, Tensor, Tensor]  # latents (B, K, C), voice conditioning mels (B, 1, 100, 401), mels (B, 100, F)
 
@@ -66,13 +67,12 @@ def new_diffusion_model(config: DiffusionConfig) -> DiffusionModel:
     """A diffusion decoder initialised for training as Tortoise's is: the last layer of every residual branch
     (res-block output convs, attention output projections) and the output conv at zero."""
     model = DiffusionModel(config)
+    last_layers = [module.out_conv for module in model.modules() if isinstance(module, (ResBlock, DiffusionModel))]
+    last_layers += [module.proj_out for module in model.modules() if isinstance(module, AttentionBlock)]
     with torch.no_grad():
-        for module in model.modules():
-            last = module.out_conv if isinstance(module, (ResBlock, DiffusionModel)) else (
-                module.proj_out if isinstance(module, AttentionBlock) else None)
-            if last is not None:
-                last.weight.zero_()
-                last.bias.zero_()
+        for layer in last_layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
     return model
 
 
@@ -129,7 +129,7 @@ def training_loss(
 def evaluate(model: DiffusionModel, held_out: list[Batch], config: DiffusionTrainConfig, seed: int) -> dict[str, float]:
     """Held-out metrics over whole utterances, each (latents (M, C), conditioning mel (1, 100, 401), mel): the
     hybrid loss terms at VALID_TIMESTEPS fixed timesteps and noise, and the log-mel L1 of `sampled_items` of them
-    sampled through the inference path (`latents_to_mel`, DPM-Solver++ with guidance)."""
+    sampled through the inference path (`latents_to_mel`, as SAMPLING_PRESET samples, in sample_steps steps)."""
     schedule = training_schedule()
     generator = torch.Generator().manual_seed(seed + VALID_SEED_OFFSET)
     t = torch.linspace(0, schedule.num_steps - 1, VALID_TIMESTEPS).round().long()
@@ -143,7 +143,7 @@ def evaluate(model: DiffusionModel, held_out: list[Batch], config: DiffusionTrai
         losses = diffusion_losses(schedule, model(x_t, t, embeddings), x_start, x_t, t, noise)
         mse += losses.mse.mean().item() / len(held_out)
         vb += losses.vb.mean().item() / len(held_out)
-    options = SamplerOptions(sampler="dpm++2m", steps=config.sample_steps, cond_free=True, cond_free_k=GUIDANCE_K)
+    options = replace(preset(SAMPLING_PRESET).diffusion, steps=config.sample_steps)
     sampled_l1 = 0.0
     sampled = held_out[: config.sampled_items]
     for latents, conditioning_mel, mel in sampled:
