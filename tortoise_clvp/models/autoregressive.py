@@ -107,39 +107,43 @@ class RowKVCache(nn.Module):
     """Key/value buffers (rows, H, max_len, d) in which every row holds its own sequence at its own length: for
     continuous batching, where the rows of different prompts decode together and join or leave between steps.
 
-    A decode step writes one new position per row, row b at `start[b]`, into rows [0, B); each row then attends to
-    its own positions up to the new one, through a mask over the whole buffer width (a fixed width, so a row's
-    numbers do not depend on which other rows share the step). The buffers are zeroed rather than left
-    uninitialised because masked entries still enter the weighted sum (0 * NaN would poison it). While `target`
-    is set (`AutoregressiveModel.prefill_rows`), a one-row prompt is written into every row of that slice.
+    A decode step writes one new position per row, row b at `start[b]`, into rows [0, B), then attends: neighbouring
+    rows at the same position (one prompt's batch) attend together, each group over exactly its own positions. So a
+    row's numbers never depend on which rows share the step, and no padding is read. Left uninitialised like
+    `KVCache`: a row's positions are written before they are read. While `target` is set
+    (`AutoregressiveModel.prefill_rows`), a one-row prompt is written into every row of that slice.
     """
 
     def __init__(self, rows: int, heads: int, max_len: int, head_dim: int, dtype: torch.dtype, device: torch.device):
         super().__init__()
         shape = (rows, heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
         self.target: slice | None = None
 
-    def update(self, start: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Write k, v (B, H, t, d) from positions `start` (B,); return the keys and values (B, H, L, d) the new
-        positions attend to and the mask (B, 1, t, L) of what each may see (its own row, up to itself)."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, start: Tensor) -> Tensor:
+        """Write k, v (B, H, t, d) at positions `start` (B,) and return the attention output (B, H, t, d)."""
         t = k.shape[2]
-        width = torch.arange(self.k.shape[2], device=k.device)
-        if self.target is not None:  # one prompt (1, H, t, d) into every row of the target slice
-            begin = int(start[0])
-            self.k[self.target, :, begin : begin + t] = k
-            self.v[self.target, :, begin : begin + t] = v
-            row = slice(self.target.start, self.target.start + 1)
-            newest = begin + torch.arange(t, device=k.device)  # (t,)
-            return self.k[row], self.v[row], (width <= newest[:, None])[None, None]
+        if self.target is not None:  # one prompt (1, H, t, d) from position 0 into every row of the target slice
+            if int(start[0]) != 0:
+                raise ValueError("a prompt is prefilled into its rows from position 0")
+            self.k[self.target, :, :t] = k
+            self.v[self.target, :, :t] = v
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if t != 1:
             raise ValueError(f"a per-row decode step writes one position per row, got {t}")
         rows = torch.arange(k.shape[0], device=k.device)
         self.k[rows, :, start] = k[:, :, 0]
         self.v[rows, :, start] = v[:, :, 0]
-        mask = width <= start[:, None]  # (B, L)
-        return self.k[: k.shape[0]], self.v[: k.shape[0]], mask[:, None, None]
+        out, positions, first = torch.empty_like(q), start.tolist(), 0
+        for end in range(1, len(positions) + 1):
+            if end == len(positions) or positions[end] != positions[first]:
+                length = positions[first] + 1
+                out[first:end] = F.scaled_dot_product_attention(
+                    q[first:end], self.k[first:end, :, :length], self.v[first:end, :, :length]
+                )
+                first = end
+        return out
 
     def keep_rows(self, rows: Tensor) -> None:
         """Move rows `rows` (ascending) to the front, in order: the rows that stay when others leave."""
@@ -172,8 +176,7 @@ class SelfAttention(nn.Module):
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
         if isinstance(start, Tensor):  # one position per row over a RowKVCache (continuous batching)
-            k, v, mask = self.cache.update(start, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = self.cache.attend(q, k, v, start)
             return self.proj(y.transpose(1, 2).reshape(b, t, c))
         shared = 0
         if start is not None and self.cache is not None:

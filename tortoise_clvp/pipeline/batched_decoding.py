@@ -13,9 +13,9 @@ decoder thread owns the model's per-row KV cache (`RowKVCache`) and loops:
 4. step: one `decode_step` over every remaining row, each at its own position.
 
 A request's batches (`DecodingOptions.batch_sizes`) run one after another with its generator carried over, as in
-`sample_candidates`, while rows of different requests share each step. Each row attends over the cache's full
-width through a mask, so its numbers do not depend on which rows share its step: the same seed gives the same
-tokens alone or batched (tests/test_serve_decoding.py checks it).
+`sample_candidates`, while rows of different requests share each step. The linear layers see every row at once;
+attention runs per batch over exactly its rows' own positions, so a row's numbers do not depend on which rows share
+its step: the same seed gives the same tokens alone or batched (tests/test_batched_decoding.py checks it).
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ class BatchedDecoder:
         config = model.config
         self.model = model
         self.max_rows = max_rows
-        # conditioning latent + text start + text + text stop + mel start, then the generated codes
+        # conditioning latent + text start + text + text stop + mel start, then the generated codes (the buffers'
+        # size: attention reads only each row's own positions)
         self.max_len = max_len or config.max_text_tokens + 4 + config.mel_positions
         self._waiting: list[_Request] = []
         self._active: list[_Batch] = []
