@@ -10,7 +10,7 @@ import torch
 
 from tortoise_clvp.config import DvaeConfig
 from tortoise_clvp.models.dvae import DiscreteVae
-from tortoise_clvp.train.codes import DvaeTraining, pad_frames, perplexity
+from tortoise_clvp.train.codes import RESTART_GRACE_STEPS, DvaeTraining, pad_frames, perplexity
 
 TINY = DvaeConfig(channels=16, res_blocks=1, codebook_size=8, code_dim=4)
 
@@ -73,7 +73,7 @@ def test_codebook_follows_the_mean_direction_of_its_latents_and_restarts_dead_co
     codes = torch.tensor([[0, 0, 1, 1]])
     generator = torch.Generator().manual_seed(0)
     # first update: an even share is 4 latents / 4 codes = 1 per step; codes 2 and 3 got none, so their average use
-    # (0) is below 0.1 of it and they restart on latents of this batch, at twice the threshold
+    # (0) is below 0.1 of it and they restart on latents of this batch, RESTART_GRACE_STEPS decays above it
     restarts = training.update_codebook(latents, codes, decay=0.5, dead_fraction=0.1, generator=generator)
     assert restarts == 2
     book = training.dvae.codebook
@@ -81,8 +81,9 @@ def test_codebook_follows_the_mean_direction_of_its_latents_and_restarts_dead_co
     assert torch.allclose(book[1], torch.nn.functional.normalize(torch.tensor([-0.6, 1.8]), dim=0))
     columns = {tuple(column.tolist()) for column in latents[0].T}
     assert {tuple(book[2].tolist()), tuple(book[3].tolist())} <= columns
-    assert torch.allclose(training.code_counts, torch.tensor([1.0, 1.0, 0.2, 0.2]))
-    # a second batch of one code-0 latent: codes 2 and 3 stay (0.1 >= threshold 0.05), code 1 stays (0.5)
+    restarted = 0.1 / 0.5**RESTART_GRACE_STEPS
+    assert torch.allclose(training.code_counts, torch.tensor([1.0, 1.0, restarted, restarted]))
+    # a second batch of two code-0 latents (threshold 0.1 * 2 / 4): codes 1, 2 and 3 decay but stay above it
     restarts = training.update_codebook(torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]), torch.tensor([[0, 0]]), 0.5, 0.1, generator)
     assert restarts == 0
     sums = 0.5 * torch.tensor([1.6, 0.8]) * 0.5 + 0.5 * torch.tensor([0.0, 2.0])  # decayed sums of code 0's latents

@@ -5,9 +5,10 @@ Tortoise's speech tokens come from a discrete VAE like this one: a convolutional
 are trained on its codes; its own decoder turns codes back into a mel for previews (Griffin-Lim) before the
 diffusion decoder exists.
 
-Latents and codebook vectors are unit vectors (l2-normalised), so the nearest code is the one of highest cosine
-similarity: with a free scale, a few codes near the origin capture most latents; on the sphere the codebook stays in
-use. The codebook is a buffer, not a parameter: training keeps it as an exponential moving average of the latents
+Latents are centred and scaled channel by channel (a batch norm without learned scale, its running statistics
+used at inference), then l2-normalised; codebook vectors are unit vectors too, so the nearest code is the one of
+highest cosine similarity. Without the centring, a fresh encoder's outputs all point the same way and a single code
+takes every frame; with a free scale, a few codes near the origin capture most of them. The codebook is a buffer, not a parameter: training keeps it as an exponential moving average of the latents
 assigned to each code, and restarts codes nobody uses (`train.codes`). The forward pass is pure.
 """
 
@@ -49,7 +50,7 @@ class DiscreteVae(nn.Module):
         encoder: list[nn.Module] = [nn.Conv1d(config.mel_channels, width, 3, padding=1)]
         for _ in range(config.downsamples):
             encoder += [nn.ReLU(), nn.Conv1d(width, width, DOWNSAMPLE_KERNEL, 2, padding=1), *_res_stack(width, config.res_blocks)]
-        encoder += [nn.ReLU(), nn.Conv1d(width, config.code_dim, 1)]
+        encoder += [nn.ReLU(), nn.Conv1d(width, config.code_dim, 1), nn.BatchNorm1d(config.code_dim, affine=False)]
         self.encoder = nn.Sequential(*encoder)
         decoder: list[nn.Module] = [nn.Conv1d(config.code_dim, width, 3, padding=1)]
         for _ in range(config.downsamples):

@@ -36,6 +36,7 @@ CODES_FILE = "codes.safetensors"
 MEL_NORMS_FILE = "mel_norms.pth"
 CODE_DTYPE = torch.int16  # codebooks up to 32768 codes
 ENCODE_FRAMES = 4096  # frames per encoder call when encoding the corpus (bounds memory, any length works)
+RESTART_GRACE_STEPS = 10  # steps a restarted code has to be picked before it counts as dead again
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class DvaeTraining(nn.Module):
     def update_codebook(self, latents: Tensor, codes: Tensor, decay: float, dead_fraction: float, generator: torch.Generator) -> int:
         """Move each code towards the (normalised) mean of the latents (B, D, T') assigned to it (codes (B, T'));
         restart the codes whose average use falls below `dead_fraction` of an even share on random latents of this
-        batch. A restarted code starts at twice that threshold, so one nobody picks is restarted again within about
-        70 steps (at decay 0.99). Returns the number of restarts."""
+        batch. A restarted code that nobody picks falls below the threshold again after RESTART_GRACE_STEPS steps,
+        so unused codes keep being reseeded where the latents are now. Returns the number of restarts."""
         flat = latents.transpose(1, 2).reshape(-1, latents.shape[1])  # (N, D)
         assigned = codes.reshape(-1)
         size = self.config.codebook_size
@@ -87,8 +88,9 @@ class DvaeTraining(nn.Module):
         if restarts:
             fresh = flat[torch.randint(flat.shape[0], (restarts,), generator=generator)]
             self.dvae.codebook[dead] = fresh
-            self.code_counts[dead] = 2 * threshold
-            self.code_sums[dead] = fresh * 2 * threshold
+            count = threshold / decay**RESTART_GRACE_STEPS
+            self.code_counts[dead] = count
+            self.code_sums[dead] = fresh * count
         return restarts
 
 
@@ -201,8 +203,9 @@ def _train(folder: Path, settings: CodesConfig, seed: int, mels: MelCache, train
         reconstruction = F.mse_loss(recon, batch)
         commitment = F.mse_loss(latents, model.dvae.lookup(codes))
         restarts = model.update_codebook(latents.detach(), codes, settings.codebook_decay, settings.dead_code_fraction, generator)
+        used = torch.bincount(codes.reshape(-1), minlength=settings.model.codebook_size)
         return reconstruction + settings.commitment_weight * commitment, {
-            "reconstruction": reconstruction.item(), "restarts": float(restarts)}
+            "reconstruction": reconstruction.item(), "restarts": float(restarts), "batch_perplexity": perplexity(used)}
 
     run.train(loss, lambda trained: evaluate_dvae(trained.dvae, mels, valid), "frames/s",
               settings.batch_size * settings.crop_frames)
