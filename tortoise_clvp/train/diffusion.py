@@ -37,7 +37,7 @@ from ..models.autoregressive import AutoregressiveModel
 from ..models.diffusion import AttentionBlock, DiffusionModel, ResBlock, output_frames
 from ..pipeline.diffusion import latents_to_mel
 from ..presets import preset
-from .autoregressive import ArData, fits, load_decoder
+from .autoregressive import ArData, load_decoder
 from .batches import BucketedBatches
 from .codes import MEL_NORMS_FILE, load_codes
 from .config import (
@@ -49,7 +49,7 @@ from .config import (
     RecipeConfig,
     TrainProgress,
 )
-from .diffusion_examples import DiffusionExamples, VoiceReferences, build_examples, build_references
+from .diffusion_examples import DiffusionExamples, VoiceReferences, build_examples, build_references, preparable
 from .diffusion_loss import diffusion_losses, q_sample, training_schedule
 from .loop import SELECTION_METRIC, StageRun, initial_model, load_trained, step_generator
 from .mel_cache import load_mel_cache
@@ -162,8 +162,8 @@ def training_data(
     mel_norms = load_mel_norms(work_dir / TOKENIZER_DIR / MEL_NORMS_FILE)
     utterances, tokenizer = read_metadata(work_dir), BpeTokenizer(work_dir / TOKENIZER_DIR)
     data = ArData(utterances, tokenizer, load_codes(work_dir), load_mel_cache(work_dir, mel_norms))
-    train = [i for i in data.split(TRAIN_SPLIT) if fits(autoregressive.config, data, i)]
-    valid = [i for i in data.split(VALID_SPLIT) if fits(autoregressive.config, data, i)][: settings.valid_items]
+    train = [i for i in data.split(TRAIN_SPLIT) if preparable(data, i, autoregressive.config)]
+    valid = [i for i in data.split(VALID_SPLIT) if preparable(data, i, autoregressive.config)][: settings.valid_items]
     if not train or not valid:
         raise CorpusError(
             f"the corpus in {corpus_dir(work_dir)} needs training and held-out utterances that fit the decoder, of "

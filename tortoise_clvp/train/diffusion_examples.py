@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor
 
 from ..atomic import write_bytes_atomic
+from ..config import AutoregressiveConfig, TokenIds
 from ..errors import CheckpointError
 from ..frontend.audio import load_audio
 from ..frontend.mel import CONDITIONING_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, normalize_tacotron_mel, univnet_mel
@@ -39,7 +40,7 @@ from ..models.autoregressive import AutoregressiveModel
 from ..models.diffusion import output_frames
 from ..pipeline.conditioning import diffusion_conditioning_mel
 from ..pipeline.trimming import calm_trim_length, fix_speech_decoder_output
-from .autoregressive import ArData
+from .autoregressive import ArData, fits
 from .config import DIFFUSION_DIR, TrainProgress
 from .loop import step_generator
 from .mel_cache import voice_conditioning
@@ -118,6 +119,17 @@ def build_references(work_dir: Path, data: ArData, per_voice: int, seed: int) ->
     return VoiceReferences(indices, voices, stacked)
 
 
+def stop_padding(tokens: TokenIds) -> int:
+    """Stop tokens laid after an utterance's codes to make a sampled candidate: enough for the calm run that
+    `calm_trim_length` cuts at, and for the tail `fix_speech_decoder_output` writes."""
+    return tokens.calm_run_to_trim + len(tokens.fix_tail)
+
+
+def preparable(data: ArData, index: int, config: AutoregressiveConfig) -> bool:
+    """Whether utterance `index`, as a padded candidate, fits the decoder's position tables."""
+    return fits(config, data, index) and data.codes.length(index) + stop_padding(config.tokens) < config.max_mel_tokens
+
+
 @torch.no_grad()
 def prepare(
     data: ArData, index: int, autoregressive: AutoregressiveModel, clips: int, corpus: Path, seed: int
@@ -128,7 +140,7 @@ def prepare(
     pool = [i for i in data.pools[utterance.voice] if i != index]
     conditioning = voice_conditioning(data.mels, pool, clips, step_generator(seed, index))  # (80, 517)
     voice = autoregressive.get_conditioning(conditioning[None])  # (1, C)
-    stops = torch.full((tokens.calm_run_to_trim + len(tokens.fix_tail),), tokens.mel_stop)
+    stops = torch.full((stop_padding(tokens),), tokens.mel_stop)
     candidate = fix_speech_decoder_output(torch.cat([data.codes.codes(index), stops])[None], tokens)  # (1, L)
     cut = calm_trim_length(candidate[0], tokens)
     latents = autoregressive.speech_latents(voice, data.texts[index][None], candidate)[0, :cut]  # (cut, C)
