@@ -36,6 +36,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 SELECTION_METRIC = "loss"  # the entry of `evaluate`'s metrics that picks the best weights (lower is better)
 EMA_WARMUP = 10  # the EMA's decay is min(ema_decay, (1 + step) / (EMA_WARMUP + step))
+STEP_TIME_STEPS = 20  # the throughput shown and recorded is averaged over about this many recent steps
 
 Loss = Callable[[int], "tuple[Tensor, dict[str, float]]"]
 Evaluate = Callable[[nn.Module], "dict[str, float]"]
@@ -96,7 +97,8 @@ class _State:
     best_loss: float = math.inf
     best_step: int = -1
     evals_since_best: int = 0
-    seconds: float = 0.0  # training wall time over every run so far
+    seconds: float = 0.0  # wall time of the steps and evaluations of every run so far
+    step_seconds: float = 0.0  # a running mean (over about STEP_TIME_STEPS steps) of one step's wall time
     history: list = field(default_factory=list)  # one entry per evaluation
 
 
@@ -167,6 +169,7 @@ class StageRun:
         write_bytes_atomic(config_file(self.folder, self.part), config.encode("utf-8"))
 
     def _write_metrics(self, throughput: dict[str, float]) -> None:
+        """metrics.json: the run's progress, evaluations, wall time and recent `throughput`."""
         summary = {
             "part": self.part,
             "step": self.state.step,
@@ -183,12 +186,14 @@ class StageRun:
 
     # training -------------------------------------------------------------------------------------------------
     def _evaluate(self, evaluate: Evaluate) -> dict[str, float]:
+        started = time.perf_counter()
         model = self.evaluated_model
         was_training = model.training
         model.eval()
         metrics = evaluate(model)
         model.train(was_training)
         state = self.state
+        state.seconds += time.perf_counter() - started
         state.history.append({"step": state.step, "seconds": state.seconds, **metrics})
         if metrics[SELECTION_METRIC] < state.best_loss:
             state.best_loss, state.best_step, state.evals_since_best = metrics[SELECTION_METRIC], state.step, 0
@@ -216,7 +221,10 @@ class StageRun:
         loop, state = self.loop, self.state
         last = state.history[-1] if state.history else {}
         shown = {f"valid_{name}": value for name, value in last.items() if name not in ("step", "seconds")}
-        rate = 0.0
+
+        def throughput() -> dict[str, float]:
+            return {throughput_unit: per_step / state.step_seconds if state.step_seconds else 0.0}
+
         self.model.train()
         while not state.finished and state.step < loop.steps:
             started = time.perf_counter()
@@ -231,7 +239,8 @@ class StageRun:
             state.step += 1
             elapsed = time.perf_counter() - started
             state.seconds += elapsed
-            rate = per_step / elapsed
+            weight = max(1.0 / STEP_TIME_STEPS, 1.0 / state.step) if state.step_seconds else 1.0
+            state.step_seconds += weight * (elapsed - state.step_seconds)
             evaluated = state.step % loop.eval_every == 0 or state.step == loop.steps
             if evaluated:
                 shown = {f"valid_{k}": v for k, v in self._evaluate(evaluate).items()}
@@ -239,11 +248,11 @@ class StageRun:
                 state.finished = True
             if evaluated or state.finished or state.step % loop.checkpoint_every == 0:
                 self._save_checkpoint()
-                self._write_metrics({throughput_unit: rate})
-            metrics = {"loss": value.item(), **terms, throughput_unit: rate, **shown}
+                self._write_metrics(throughput())
+            metrics = {"loss": value.item(), **terms, **throughput(), **shown}
             self.progress(self.part, state.step, loop.steps, metrics)
         if not weights_file(self.folder, self.part).is_file():  # finished before any evaluation (steps = 0)
             self._evaluate(evaluate)
             self._save_checkpoint()
-        self._write_metrics({throughput_unit: rate})
+        self._write_metrics(throughput())
         self.progress(self.part, state.step, loop.steps, shown)
