@@ -4,19 +4,24 @@ from an export (`--init`) keeps its tokenizer, mel norms, codebook and sizes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 
 import torch
+from safetensors.torch import save_file
 from train_work_dir import make_work_dir, no_progress, prepared_work_dir
 
 from tortoise_clvp import TextToSpeech
+from tortoise_clvp.config import VocoderConfig
+from tortoise_clvp.models.vocoder import UnivNetVocoder
 from tortoise_clvp.pipeline.decoding import DecodingOptions
 from tortoise_clvp.train.autoregressive import load_decoder
 from tortoise_clvp.train.clvp import load_scorer
 from tortoise_clvp.train.codes import load_codes, load_dvae
-from tortoise_clvp.train.config import EXPORT_DIR, TOKENIZER_DIR, RecipeConfig
+from tortoise_clvp.train.config import EXPORT_DIR, TOKENIZER_DIR, VOCODER_DIR, RecipeConfig
 from tortoise_clvp.train.export import MODEL_CARD_FILE, load_exported_dvae, run_export
+from tortoise_clvp.train.loop import config_file, weights_file
 from tortoise_clvp.train.recipe import run_stage
 
 TRAINED = ("codes", "autoregressive", "clvp")
@@ -40,6 +45,13 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     before = (export / MODEL_CARD_FILE).stat().st_mtime_ns
     run_export(work, RecipeConfig.smoke(), no_progress)
     assert (export / MODEL_CARD_FILE).stat().st_mtime_ns == before
+    # a vocoder trained after the export (as part 2's stage leaves its best weights): the next export adds it
+    vocoder = UnivNetVocoder(VocoderConfig(noise_dim=8, channel_size=4, dilations=(1,), kpnet_hidden_channels=8))
+    (work / VOCODER_DIR).mkdir()
+    save_file(vocoder.state_dict(), str(weights_file(work / VOCODER_DIR, "vocoder")))
+    config_file(work / VOCODER_DIR, "vocoder").write_text(json.dumps(vocoder.config.to_dict()))
+    run_export(work, RecipeConfig.smoke(), no_progress)
+    assert TextToSpeech.from_local(export).models.vocoder is not None and (export / MODEL_CARD_FILE).is_file()
 
 
 def test_fine_tuning_from_an_export_keeps_its_tokenizer_codebook_and_sizes(tmp_path_factory, tmp_path):

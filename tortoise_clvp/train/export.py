@@ -4,7 +4,8 @@ The folder is what `TextToSpeech.from_local` loads: the decoder and CLVP (always
 vocoder (once their stages have trained them), the speech codes' DVAE (for fine-tuning with `--init` and for
 previews), the trained tokenizer.json and mel_norms.pth, and MODEL_CARD.md: data, voices and licences, the recipe
 command, and the metrics the stages measured. The card is written last, so a folder without it is unfinished and
-the stage redoes it; with it, the stage is skipped.
+the stage redoes it; with it, the stage is skipped unless a stage trained a part the folder lacks (the diffusion
+decoder or the vocoder, trained after an earlier export).
 """
 
 from __future__ import annotations
@@ -144,15 +145,16 @@ def model_card(work_dir: Path, config: RecipeConfig, parts: dict[str, nn.Module]
 
 
 def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> None:
-    """Write WORK_DIR/export (replacing an unfinished one); skipped once its model card exists."""
+    """Write WORK_DIR/export (replacing an unfinished or outdated one); skipped when it is complete."""
     work_dir = Path(work_dir)
     export = work_dir / EXPORT_DIR
-    if (export / MODEL_CARD_FILE).is_file():
+    trained = {folder: part for folder, (part, _, _) in WAVEFORM_PARTS.items() if weights_file(work_dir / folder, part).is_file()}
+    if (export / MODEL_CARD_FILE).is_file() and set(trained.values()) <= set(read_meta(export)):
         return
     parts: dict[str, nn.Module] = {"autoregressive": load_decoder(work_dir), "clvp": load_scorer(work_dir)}
-    for folder, (part, model_class, config_class) in WAVEFORM_PARTS.items():
-        if weights_file(work_dir / folder, part).is_file():
-            parts[part] = load_trained(work_dir / folder, part, model_class, config_class)
+    for folder, part in trained.items():
+        _, model_class, config_class = WAVEFORM_PARTS[folder]
+        parts[part] = load_trained(work_dir / folder, part, model_class, config_class)
     trained_dvae = weights_file(work_dir / CODES_DIR, "dvae").is_file()  # not when fine-tuning: the init's is reused
     parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir or work_dir))
     save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True)
