@@ -98,6 +98,36 @@ def test_progress_is_reported_and_a_raising_callback_cancels(model, prompts):
         decoder.close()
 
 
+def test_row_cache_rows_keep_their_own_sequences_when_others_leave(model):
+    """Two prompts of different lengths decode side by side in a RowKVCache; the first leaves and the second moves
+    up; its logits stay those of decoding it alone with the ordinary cache."""
+    g = torch.Generator().manual_seed(5)
+    dim = model.config.model_dim
+    prompts = [torch.randn(1, length, dim, generator=g) for length in (7, 12)]
+    codes = torch.randint(0, 100, (6,), generator=g)
+
+    alone = []
+    model.setup_cache(1, 12 + len(codes))
+    alone.append(model.prefill(prompts[1]))
+    for step, code in enumerate(codes):
+        alone.append(model.decode_step(code.reshape(1), step + 1, 12 + step))
+    model.release_cache()
+
+    model.setup_row_cache(2, 32)
+    together = [model.prefill_rows(prompts[0], slice(0, 1)), model.prefill_rows(prompts[1], slice(1, 2))][1:]
+    lengths = torch.tensor([7, 12])
+    for step, code in enumerate(codes):
+        if step == 3:  # the first row leaves; the second moves to row 0
+            model.keep_cache_rows(torch.tensor([1]), 12 + step)
+            lengths = lengths[1:]
+        rows = len(lengths)
+        logits = model.decode_step(code.repeat(rows), torch.full((rows,), step + 1), lengths + step)
+        together.append(logits[-1:])
+    model.release_cache()
+    for expected, got in zip(alone, together):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_bad_requests_are_refused(model, prompts, tiny_model_dir):
     decoder = BatchedDecoder(model, max_rows=3)
     try:

@@ -525,6 +525,12 @@ def train(
     typer.echo(f"done: {stage} in {work_dir}")
 
 
+def _passive_openmp() -> None:
+    """Many threads will run torch ops at once (server requests, batch items): OpenMP threads that spin while idle
+    would steal the cores from them, so they sleep instead, unless OMP_WAIT_POLICY says otherwise. Before torch loads."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
@@ -544,6 +550,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = "info",
 ) -> None:
     """Serve OpenAI's speech API, voice uploads, metrics and a web page over HTTP (needs the 'serve' extra)."""
+    _passive_openmp()
     try:
         import uvicorn
 
@@ -582,6 +589,7 @@ def batch(
     quiet: Quiet = False,
 ) -> None:
     """Speak every line of a manifest into --out; rerunning skips finished items (resumable)."""
+    _passive_openmp()
     from .batch import LocalPool, RayPool, read_manifest, run_batch
 
     def show(event) -> None:

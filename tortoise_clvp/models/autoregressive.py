@@ -145,10 +145,14 @@ class RowKVCache(nn.Module):
                 first = end
         return out
 
-    def keep_rows(self, rows: Tensor) -> None:
-        """Move rows `rows` (ascending) to the front, in order: the rows that stay when others leave."""
-        self.k[: rows.numel()] = self.k[rows]
-        self.v[: rows.numel()] = self.v[rows]
+    def keep_rows(self, rows: Tensor, length: int) -> None:
+        """Move rows `rows` (ascending) to the front, in order: the rows that stay when others leave. Only their first
+        `length` positions (what they hold) are copied, and only for rows that actually move."""
+        moved = (rows != torch.arange(rows.numel(), device=rows.device)).nonzero()
+        if moved.numel():
+            first = int(moved[0])
+            self.k[first : rows.numel(), :, :length] = self.k[rows[first:], :, :length]
+            self.v[first : rows.numel(), :, :length] = self.v[rows[first:], :, :length]
 
 
 def shared_prefix_attention(q: Tensor, k: Tensor, v: Tensor, shared: int) -> Tensor:
@@ -357,10 +361,11 @@ class AutoregressiveModel(nn.Module):
             for block in self.blocks:
                 block.attn.cache.target = None
 
-    def keep_cache_rows(self, rows: Tensor) -> None:
-        """Per-row cache: move rows `rows` (ascending) to the front, in order (the others left the batch)."""
+    def keep_cache_rows(self, rows: Tensor, length: int) -> None:
+        """Per-row cache: move rows `rows` (ascending), holding at most `length` positions, to the front, in order
+        (the others left the batch)."""
         for block in self.blocks:
-            block.attn.cache.keep_rows(rows)
+            block.attn.cache.keep_rows(rows, length)
 
     @torch.no_grad()
     def prefill(self, x: Tensor, start: int = 0) -> Tensor:

@@ -115,6 +115,7 @@ class BatchedDecoder:
         self._lock = threading.Condition()
         self._closed = False
         self._steps = self._tokens = self._batches = 0
+        self._capacity = 0  # rows the cache holds now (it grows by doubling, up to max_rows)
         self._thread = threading.Thread(target=self._run, name="batched-decoder", daemon=True)
         self._thread.start()
 
@@ -259,7 +260,8 @@ class BatchedDecoder:
                 used += rows
         if not admitted:
             return
-        self.model.setup_row_cache(used, self.max_len)
+        self._capacity = max(self._capacity, min(self.max_rows, max(used, 2 * self._capacity)))  # grow rarely
+        self.model.setup_row_cache(self._capacity, self.max_len)
         for request, rows, first in admitted:
             logits = self.model.prefill_rows(request.prompt, slice(first, first + rows)).expand(rows, -1)  # (rows, V)
             options, device = request.options, logits.device
@@ -308,8 +310,9 @@ class BatchedDecoder:
         for batch in kept:
             rows.append(torch.arange(batch.first, batch.first + batch.rows))
             batch.first, first = first, first + batch.rows
-        if kept:
-            self.model.keep_cache_rows(torch.cat(rows).to(self.model.device))
+        if kept:  # positions held: the prompt and the tokens fed so far
+            length = max(batch.prefix_len + batch.step for batch in kept)
+            self.model.keep_cache_rows(torch.cat(rows).to(self.model.device), length)
         self._active = kept
 
     def _step(self) -> None:
@@ -332,6 +335,7 @@ class BatchedDecoder:
             self._fail(batch.request, error)
         self._active = []
         self.model.release_cache()
+        self._capacity = 0
 
     def _fail_all(self, error: BaseException) -> None:
         self._fail_active(error)
