@@ -182,7 +182,7 @@ class DiffusionTrainConfig:
         default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=20000, learning_rate=2e-4, weight_decay=0.01, ema_decay=0.999)
+        default_factory=lambda: LoopConfig(steps=6000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
     )
     batch_size: int = 8
     max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
