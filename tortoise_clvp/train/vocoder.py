@@ -4,7 +4,7 @@ Each step draws `batch_size` segments of `segment_frames` mel frames (x 256 samp
 their 100-band UnivNet log-mel exactly as the whole clip's mel would be at those frames (the segment is read with
 two frames of audio context each side, the STFT's reach), and trains the generator to turn mel + Gaussian noise back
 into the audio with the multi-resolution STFT loss plus the mel L1 loss (`stft_loss.py`). There is no
-discriminator: see `VocoderTrainConfig` for what was measured.
+discriminator: see `VocoderTrainConfig` for why.
 
 The generator is `models.vocoder.UnivNetVocoder` itself, with plain (not weight-normalised) convolution weights: the
 layout the native loader reads, so the exported state dict is the trained one as it is.
