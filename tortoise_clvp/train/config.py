@@ -162,8 +162,8 @@ class VocoderTrainConfig:
 
     No discriminator: a step of this generator alone costs about 1.7 s of one core (8 segments, 2.7 s of audio), so
     the recipe's budget holds about 6000 steps; an adversarial discriminator runs on real and generated audio at every
-    step (at least doubling its cost) and, in UnivNet's and HiFi-GAN's recipes, pays off over hundreds of thousands of
-    steps. It was not tried here.
+    step (at least doubling its cost), and GAN vocoders such as UnivNet are trained far longer than this budget
+    allows. It was not tried here.
     """
 
     model: VocoderConfig = field(default_factory=lambda: VocoderConfig(channel_size=16, kpnet_hidden_channels=32))
