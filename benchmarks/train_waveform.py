@@ -132,14 +132,17 @@ def quality(work_dir: Path, config: RecipeConfig, args: argparse.Namespace) -> d
     """Spectral losses and (unless --no-asr) WER/CER of corpus audio, vocoded ground truth and diffusion from true
     codes, on held-out sentences."""
     utterances = read_metadata(work_dir)
-    norms = load_mel_norms(work_dir / TOKENIZER_DIR / MEL_NORMS_FILE)
-    tokenizer = BpeTokenizer(work_dir / TOKENIZER_DIR)
-    data = ArData(utterances, tokenizer, load_codes(work_dir), load_mel_cache(work_dir, norms))
     vocoder = load_vocoder(work_dir)
-    decoder = load_decoder(work_dir) if (work_dir / DIFFUSION_DIR / METRICS_FILE).is_file() else None
-    diffusion = None if decoder is None else load_diffusion_decoder(work_dir)
+    chosen = [index for index, utterance in enumerate(utterances) if utterance.split == VALID_SPLIT]
+    diffusion = None
+    if (work_dir / DIFFUSION_DIR / METRICS_FILE).is_file():  # the decoder, codes and diffusion decoder are trained
+        norms = load_mel_norms(work_dir / TOKENIZER_DIR / MEL_NORMS_FILE)
+        tokenizer = BpeTokenizer(work_dir / TOKENIZER_DIR)
+        data = ArData(utterances, tokenizer, load_codes(work_dir), load_mel_cache(work_dir, norms))
+        decoder, diffusion = load_decoder(work_dir), load_diffusion_decoder(work_dir)
+        chosen = data.split(VALID_SPLIT)  # those whose voice has training clips to condition on
+    chosen = chosen[: args.sentences]
     kinds = KINDS if diffusion is not None else KINDS[:2]
-    chosen = data.split(VALID_SPLIT)[: args.sentences]
     asr = None
     if not args.no_asr:
         from tortoise_clvp.eval.asr import Transcriber
