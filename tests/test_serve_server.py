@@ -90,7 +90,8 @@ def test_streaming_sends_the_first_chunk_before_the_last_sentence_is_made(app):
             chunks = response.iter_bytes()
             first = next(chunks)
             assert len(first) > 0
-            assert held.entered.is_set() and not held.finished.is_set()  # the last sentence is being held back
+            assert held.entered.wait(WAIT_S)  # the worker reaches the last sentence (after sending the first)...
+            assert not held.finished.is_set()  # ...which is held back: the first chunk came before the last was made
             held.release()
             streamed = first + b"".join(chunks)
         assert held.finished.is_set()
