@@ -118,6 +118,24 @@ def test_float16_storage_loads_in_the_working_dtype(tmp_path, tiny_model_dir):
     assert next(load_models(folder, dtype=torch.bfloat16).autoregressive.parameters()).dtype == torch.bfloat16
 
 
+def test_saving_in_float16_halves_the_parameters_and_keeps_buffers(tmp_path, tiny_assets):
+    from conftest import tiny_parts
+    from safetensors import safe_open
+
+    parts = tiny_parts()
+    folder = native.save_native(tmp_path / "half", parts, tiny_assets, storage_dtype=torch.float16)
+    for part, model in parts.items():
+        parameters = dict(model.named_parameters())
+        with safe_open(str(folder / native.weights_file(part)), "pt") as stored:
+            for key in stored.keys():
+                assert stored.get_tensor(key).dtype == (torch.float16 if key in parameters else torch.float32), key
+    loaded = load_models(folder)
+    for (name, a), b in zip(loaded.diffusion.state_dict().items(), parts["diffusion"].state_dict().values()):
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in dict(parts["diffusion"].named_parameters()) else b)
+    with pytest.raises(CheckpointError, match="float32 or float16"):
+        native.save_native(tmp_path / "bf16", parts, tiny_assets, storage_dtype=torch.bfloat16)
+
+
 def test_parts_from_different_sizes_are_refused(tmp_path):
     from tortoise_clvp.config import (
         AutoregressiveConfig,

@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from train_work_dir import make_work_dir, no_progress, prepared_work_dir
 
@@ -39,7 +40,10 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     assert result.raw_codes.shape == (3, 20) and int(result.raw_codes.max()) <= tokens.mel_stop
     assert int(result.ranked.codes.max()) < tokens.mel_start and len(result.latents) == 2
     exported, trained = load_exported_dvae(export), load_dvae(work)
-    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(), trained.state_dict().values()))
+    for (name, a), b in zip(exported.state_dict().items(), trained.state_dict().values()):  # stored in float16
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in dict(trained.named_parameters()) else b)
+    stored = safe_open(str(export / "autoregressive.safetensors"), "pt")
+    assert {stored.get_tensor(key).dtype for key in stored.keys()} >= {torch.float16}
     card = (export / MODEL_CARD_FILE).read_text()
     assert "--smoke" in card and "perplexity" in card and "R@1" in card and "voice0" in card
     before = (export / MODEL_CARD_FILE).stat().st_mtime_ns

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..atomic import write_bytes_atomic
@@ -157,6 +158,7 @@ def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) ->
         parts[part] = load_trained(work_dir / folder, part, model_class, config_class)
     trained_dvae = weights_file(work_dir / CODES_DIR, "dvae").is_file()  # not when fine-tuning: the init's is reused
     parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir or work_dir))
-    save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True)
+    storage = getattr(torch, config.export.storage_dtype)
+    save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True, storage_dtype=storage)
     write_bytes_atomic(export / MODEL_CARD_FILE, model_card(work_dir, config, parts).encode("utf-8"))
     progress("export", 1, 1, {"parts": float(len(parts))})

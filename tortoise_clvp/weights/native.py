@@ -82,13 +82,22 @@ def build_part(meta: dict[str, Any], part: str, state: dict[str, torch.Tensor], 
     return load_into_meta_model(model, state, source)
 
 
-def save_native(destination: str | Path, parts: dict[str, nn.Module], assets: Path, overwrite: bool = False) -> Path:
+def save_native(
+    destination: str | Path,
+    parts: dict[str, nn.Module],
+    assets: Path,
+    overwrite: bool = False,
+    storage_dtype: torch.dtype = torch.float32,
+) -> Path:
     """Write a native directory at `destination`, all or nothing: built in a temporary sibling, then renamed.
 
     `parts` maps part names (see PARTS) to models; `assets` is the directory holding tokenizer.json and
     mel_norms.pth. An existing destination is refused unless `overwrite`, and replaced only once the new one
-    is complete.
+    is complete. `storage_dtype` float16 halves the files: the parameters are stored in it, buffers stay float32
+    (loading restores float32, or the dtype asked for).
     """
+    if storage_dtype not in (torch.float32, torch.float16):
+        raise CheckpointError(f"native weights are stored in float32 or float16, not {storage_dtype}")
     destination = Path(destination).expanduser()
     missing = [part for part in REQUIRED_PARTS if part not in parts]
     if missing or set(parts) - set(PARTS):
@@ -106,7 +115,9 @@ def save_native(destination: str | Path, parts: dict[str, nn.Module], assets: Pa
         meta: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
         for part, model in parts.items():
             meta[part] = model.config.to_dict()
-            state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+            weights = {name for name, _ in model.named_parameters()}  # buffers (tables, filters) stay float32
+            state = {k: v.detach().to("cpu", storage_dtype if k in weights else torch.float32).contiguous()
+                     for k, v in model.state_dict().items()}
             save_file(state, str(staging / weights_file(part)), metadata={"format": FORMAT_NAME})
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         for name in ASSET_FILES:
