@@ -6,7 +6,7 @@ weights drawn N(0, 0.02) as in ``vocoder.py``, so its output stays finite) and s
 native model directory under a temporary folder (``weights.native.save_native``, with Tortoise's ``tokenizer.json``
 and ``mel_norms.pth`` from the shared reference); this process then loads it with ``TextToSpeech.from_local`` (what a
 user runs: the decoder's and CLVP's linears get oneDNN-packed weights) and calls ``generate`` on one sentence with the
-bundled voice ``voices/espeak_en/clip1.wav``. Random weights would babble up to 500 tokens, so every candidate is
+bundled voice ``voices/piper_joe/clip1.flac``. Random weights would babble up to 500 tokens, so every candidate is
 forced to exactly ``--tokens`` speech tokens (``min_new_tokens = max_new_tokens``, via ``dataclasses.replace`` on the
 preset's decoding options); everything else is the preset's: candidates, batch size, sampler, steps, guidance.
 
@@ -22,7 +22,7 @@ anchors from the shared ``timings_cpu2.json`` (same 2-core class, 2 threads) are
 single stages, not a whole generation.
 
 Usage: python benchmarks/end_to_end.py [--presets ultra_fast,ultra_fast_dpm] [--tokens 100] [--repeats 1]
-       [--text "..."] [--voice voices/espeak_en/clip1.wav] [--threads 2] [--seed 0] [--model-dir DIR]
+       [--text "..."] [--voice voices/piper_joe/clip1.flac] [--threads 2] [--seed 0] [--model-dir DIR]
        [--keep-model-dir] [--out benchmarks/results/end_to_end.json]
 """
 
@@ -60,7 +60,7 @@ from common import (  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "end_to_end.json"
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog by the riverbank."
-DEFAULT_VOICE = REPO_ROOT / "voices" / "espeak_en" / "clip1.wav"
+DEFAULT_VOICE = REPO_ROOT / "voices" / "piper_joe" / "clip1.flac"
 STAGES = ("conditioning", "sampling", "reranking", "latents", "diffusion", "vocoder")
 VOCODER_WEIGHT_STD = 0.02  # as benchmarks/vocoder.py: random gates that do not saturate
 

@@ -150,7 +150,7 @@ class RssSampler:
 
 def speak(client: httpx.Client, index: int) -> dict[str, Any]:
     """One streamed request: status, seconds to the first and last byte, seconds of audio."""
-    body = {"model": "tts-1", "input": TEXTS[index % len(TEXTS)], "voice": "espeak_en", "seed": index,
+    body = {"model": "tts-1", "input": TEXTS[index % len(TEXTS)], "voice": "piper_joe", "seed": index,
             "response_format": "pcm", "stream": True}
     start = time.perf_counter()
     first, size = None, 0

@@ -16,15 +16,15 @@ from tortoise_clvp.cli import app
 from tortoise_clvp.errors import TortoiseClvpError
 
 GOOD = [
-    {"id": "a", "text": "Hello there.", "voice": "espeak_en", "preset": "ultra_fast_dpm", "seed": 3},
+    {"id": "a", "text": "Hello there.", "voice": "piper_joe", "preset": "ultra_fast_dpm", "seed": 3},
     {"id": "b.2", "text": "How are you today?", "voice": "random", "preset": "ultra_fast_dpm", "format": "flac"},
-    {"id": "c", "text": "Good night, and good luck!", "voice": "espeak_en&espeak_en_us_deep", "preset": "ultra_fast_dpm",
+    {"id": "c", "text": "Good night, and good luck!", "voice": "piper_joe&espeak_us_m3", "preset": "ultra_fast_dpm",
      "seed": 5, "format": "ogg"},
 ]
 FAILING = {"id": "d", "text": "Fine, thanks.", "voice": "nobody_by_that_name", "preset": "ultra_fast_dpm"}
-BAD_LINES = ['{"id": "e", "text": ', json.dumps({"id": "../escape", "text": "x", "voice": "espeak_en"}),
-             json.dumps({"id": "a", "text": "twice", "voice": "espeak_en"}),
-             json.dumps({"id": "f", "text": "x", "voice": "espeak_en", "speed": 2})]
+BAD_LINES = ['{"id": "e", "text": ', json.dumps({"id": "../escape", "text": "x", "voice": "piper_joe"}),
+             json.dumps({"id": "a", "text": "twice", "voice": "piper_joe"}),
+             json.dumps({"id": "f", "text": "x", "voice": "piper_joe", "speed": 2})]
 
 
 @pytest.fixture(scope="module")

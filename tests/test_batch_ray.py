@@ -13,7 +13,7 @@ from tortoise_clvp.batch import RESULTS_NAME, RayPool, run_batch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[test]')")
 
-ITEMS = [{"id": f"item{i}", "text": text, "voice": "espeak_en", "preset": "ultra_fast_dpm", "seed": i}
+ITEMS = [{"id": f"item{i}", "text": text, "voice": "piper_joe", "preset": "ultra_fast_dpm", "seed": i}
          for i, text in enumerate(["Hello there.", "How are you today?", "Fine, thanks.", "Good night!"])]
 
 

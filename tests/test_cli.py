@@ -203,7 +203,7 @@ def test_raw_pcm_on_stdout_is_the_wav_output_in_16_bits(env):
 
 def test_voices_latents_info_and_convert(env, tiny_model_dir):
     listing = runner.invoke(app, ["voices"])
-    assert listing.exit_code == 0 and "alice" in listing.output and "espeak_en" in listing.output
+    assert listing.exit_code == 0 and "alice" in listing.output and "piper_joe" in listing.output
     cached = runner.invoke(app, ["latents", "alice"])
     assert cached.exit_code == 0 and "cached alice" in cached.output
     assert list((env / "cache").glob("*.safetensors"))

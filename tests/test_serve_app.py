@@ -27,7 +27,7 @@ from tortoise_clvp.voices import voice_latents
 TEXT = ("The quick brown fox jumps over the lazy dog, then runs far away into the green forest behind the farm. "
         "She sells sea shells by the sea shore, and the shells she sells are surely sea shells from the bay. "
         "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow.")  # two chunks
-SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "espeak_en", "candidates": 2, "seed": 1}
+SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "piper_joe", "candidates": 2, "seed": 1}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_speech_is_the_librarys_for_the_same_seed(client, tts, settings):
     options = preset("ultra_fast_dpm")
     decoding = replace(options.decoding, num_candidates=2, batch_size=2,
                        max_new_tokens=tts.models.autoregressive.config.mel_positions - 2)
-    voice = voice_latents(tts, "espeak_en", settings.cache_dir).conditioning
+    voice = voice_latents(tts, "piper_joe", settings.cache_dir).conditioning
     expected = speak_long(tts, TEXT, voice, replace(options, decoding=decoding), seed=7)
     assert len(expected.chunks) == 2
     assert response.content == formats.pcm16(expected.waveform.numpy())
@@ -88,9 +88,9 @@ BAD = [
     ({"input": "x" * 5000}, 400, "at most 4096"),
     ({"input": "?!"}, 400, "nothing to speak"),
     ({"voice": "nobody"}, 400, "unknown voice 'nobody'"),
-    ({"voice": "../voices/espeak_en"}, 400, "paths are not accepted"),
+    ({"voice": "../voices/piper_joe"}, 400, "paths are not accepted"),
     ({"voice": "/etc/passwd"}, 400, "paths are not accepted"),
-    ({"voice": "espeak_en&..\\x"}, 400, "paths are not accepted"),
+    ({"voice": "piper_joe&..\\x"}, 400, "paths are not accepted"),
     ({"voice": ".hidden"}, 400, "paths are not accepted"),
     ({"model": "gpt-4"}, 400, "model 'gpt-4' is not served"),
     ({"speed": 1.25}, 400, "speed 1.25 is not supported"),
@@ -116,11 +116,11 @@ def test_bad_speech_requests_are_refused_clearly(client, change, status, message
 
 
 @pytest.mark.parametrize("body, message", [
-    (b'{"model": "tts-1", "input": "caf\xe9", "voice": "espeak_en"}', "not valid UTF-8"),
-    (b'{"model": "tts-1", "input": "\\ud800", "voice": "espeak_en"}', "lone surrogate"),
+    (b'{"model": "tts-1", "input": "caf\xe9", "voice": "piper_joe"}', "not valid UTF-8"),
+    (b'{"model": "tts-1", "input": "\\ud800", "voice": "piper_joe"}', "lone surrogate"),
     (b'{"model": "tts-1", ', "not JSON"),
     (b'["a list"]', "Input should be"),
-    (b'{"model": "tts-1", "voice": "espeak_en"}', "input: Field required"),
+    (b'{"model": "tts-1", "voice": "piper_joe"}', "input: Field required"),
 ])
 def test_malformed_bodies_are_refused(client, body, message):
     response = client.post("/v1/audio/speech", content=body, headers={"content-type": "application/json"})
@@ -135,7 +135,7 @@ def test_oversized_body_is_refused(client):
 def test_voices_list_and_upload(client, speech_clip):
     before = sorted(p.relative_to(BUNDLED_VOICES) for p in BUNDLED_VOICES.rglob("*"))
     listed = client.get("/v1/audio/voices").json()["voices"]
-    assert {"id": "espeak_en", "name": "espeak_en", "source": "bundled"} in listed
+    assert {"id": "piper_joe", "name": "piper_joe", "source": "bundled"} in listed
     assert {"id": "random", "name": "random", "source": "random"} in listed
 
     clip = speech_clip.read_bytes()

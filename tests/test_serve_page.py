@@ -53,7 +53,7 @@ def test_the_page_uploads_a_voice_and_plays_streamed_speech(tiny_model_dir, tmp_
         browser.get(f"{base}/")
         wait.until(lambda d: _state(d, "voices"))
         picker = Select(browser.find_element(By.ID, "voice"))
-        assert "espeak_en" in [option.get_attribute("value") for option in picker.options]
+        assert "piper_joe" in [option.get_attribute("value") for option in picker.options]
 
         browser.find_element(By.ID, "clips").send_keys(str(speech_clip))
         browser.find_element(By.ID, "voice-name").send_keys("my voice")

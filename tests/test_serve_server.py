@@ -23,7 +23,7 @@ from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.serve.app import create_app
 from tortoise_clvp.serve.settings import ServeSettings
 
-SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "espeak_en", "candidates": 2, "response_format": "pcm"}
+SPEECH = {"model": "tts-1", "input": "Hello there.", "voice": "piper_joe", "candidates": 2, "response_format": "pcm"}
 FIRST = "The quick brown fox jumps over the lazy dog, then runs far away into the green forest behind the farm."
 LONG = (f"{FIRST} She sells sea shells by the sea shore, and the shells she sells are surely sea shells from the bay. "
         "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow.")

@@ -17,6 +17,7 @@ from conftest import BUNDLED_VOICES, REPO_ROOT
 from tortoise_clvp import AudioError, Conditioning, TextToSpeech
 from tortoise_clvp import voices as V
 from tortoise_clvp.seeds import CROP_SEED
+from tortoise_clvp.train.config import FULL_VOICES
 from tortoise_clvp.voices import (
     BUNDLED_VOICES_DIR,
     LatentCacheError,
@@ -27,7 +28,7 @@ from tortoise_clvp.voices import (
     voice_latents,
 )
 
-BUNDLED = ("espeak_en", "espeak_en_gb_female", "espeak_en_us_deep")
+BUNDLED = tuple(voice.name for voice in FULL_VOICES)  # every voice of the training corpus, held-out ones too
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_bundled_voices_are_listed():
     for name in BUNDLED:
         assert found[name].source == "bundled"
         assert found[name].folder == BUNDLED_VOICES_DIR / name
-        assert found[name].clips and all(c.suffix == ".wav" for c in found[name].clips)
+        assert found[name].clips and all(c.suffix == ".flac" for c in found[name].clips)
 
 
 def test_user_dirs_and_env_var(tmp_path, user_dir, clips, monkeypatch):
@@ -105,17 +106,17 @@ def test_user_dirs_and_env_var(tmp_path, user_dir, clips, monkeypatch):
     assert {"alice", "bob", "dora"} <= set(found)
     assert not {"empty", "notes_only", ".hidden"} & set(found)  # no clips / hidden: not voices
     assert found["alice"].source == "user" and [c.name for c in found["alice"].clips] == ["clip1.wav", "clip2.wav"]
-    assert found["espeak_en"].source == "bundled"
+    assert found["piper_joe"].source == "bundled"
 
     env_dir, other = tmp_path / "env_voices", tmp_path / "other_voices"
     make_voice(env_dir, "carol", clips["b"])
-    make_voice(env_dir, "espeak_en", clips["c"])  # shadows the bundled voice
+    make_voice(env_dir, "piper_joe", clips["c"])  # shadows the bundled voice
     make_voice(env_dir, "alice", clips["d"])  # explicit dirs win over the environment's
     make_voice(other, "erin", clips["a"])
     monkeypatch.setenv(V.VOICES_DIR_ENV, f"{env_dir}{V.os.pathsep}{tmp_path / 'missing'}{V.os.pathsep}{other}")
     found = {v.name: v for v in list_voices([user_dir])}
     assert found["carol"].source == "user" and found["erin"].folder == other / "erin"
-    assert found["espeak_en"].source == "user" and found["espeak_en"].folder == env_dir / "espeak_en"
+    assert found["piper_joe"].source == "user" and found["piper_joe"].folder == env_dir / "piper_joe"
     assert found["alice"].folder == user_dir / "alice"
     assert [v.name for v in list_voices([user_dir])] == sorted(found)
 
@@ -129,14 +130,14 @@ def test_missing_bundled_folder_is_tolerated(monkeypatch, tmp_path):
     monkeypatch.setattr(V, "BUNDLED_VOICES_DIR", None)  # the package installed without its voices
     assert list_voices() == []
     with pytest.raises(AudioError, match="No named voices"):
-        resolve_voice("espeak_en")
+        resolve_voice("piper_joe")
 
 
 # Resolving --------------------------------------------------------------------------------------------------------
 def test_resolve_every_form(tmp_path, user_dir, clips, monkeypatch):
-    named = resolve_voice("espeak_en")
+    named = resolve_voice("piper_joe")
     assert named.kind == "named" and named.source == "bundled"
-    assert named.clips == (BUNDLED_VOICES_DIR / "espeak_en" / "clip1.wav",)
+    assert named.clips == (BUNDLED_VOICES_DIR / "piper_joe" / "clip1.flac",)
 
     user = resolve_voice(" alice ", [user_dir])
     assert user.kind == "named" and user.source == "user" and len(user.clips) == 2
@@ -153,9 +154,9 @@ def test_resolve_every_form(tmp_path, user_dir, clips, monkeypatch):
     assert resolve_voice("bob", [user_dir]).kind == "named"
     assert resolve_voice("./bob", [user_dir]).kind == "folder"
 
-    combined = resolve_voice(f"alice&espeak_en & {clips['c']}", [user_dir])
+    combined = resolve_voice(f"alice&piper_joe & {clips['c']}", [user_dir])
     assert combined.is_combined and [p.kind for p in combined.parts] == ["named", "named", "file"]
-    assert combined.name == f"alice&espeak_en&{clips['c']}"
+    assert combined.name == f"alice&piper_joe&{clips['c']}"
     assert combined.clips == user.clips + named.clips + (clips["c"],)
 
     rand = resolve_voice("random")
@@ -169,10 +170,10 @@ def test_unknown_name_lists_voices_closest_first(user_dir):
     message = str(info.value)
     assert "unknown voice 'alise'" in message and "Did you mean alice?" in message
     listed = message.split("Available voices: ")[1]
-    assert listed.index("alice") < listed.index("espeak_en") and "bob" in listed and "dora" in listed
+    assert listed.index("alice") < listed.index("piper_joe") and "bob" in listed and "dora" in listed
     assert V.VOICES_DIR_ENV in message and "folder of" in message  # how to add one
-    with pytest.raises(AudioError, match="Did you mean espeak_en_gb_female"):
-        resolve_voice("espeak_en_gb_femal")
+    with pytest.raises(AudioError, match="Did you mean espeak_gb_f3"):
+        resolve_voice("espeak_gbf3")
 
 
 def test_resolve_errors(tmp_path, user_dir, clips):
@@ -324,10 +325,10 @@ def test_random_voice_is_seeded_and_shaped(tts, tmp_path):
 
 def test_precompute_then_use(tts, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    path = precompute_latents(tts, "espeak_en", cache)
+    path = precompute_latents(tts, "piper_joe", cache)
     assert path.is_file() and path.parent == cache and path.suffix == ".safetensors"
     calls = count_calls(monkeypatch, tts)
-    assert voice_latents(tts, "espeak_en", cache).cached and not calls
+    assert voice_latents(tts, "piper_joe", cache).cached and not calls
 
 
 def test_model_identity_tracks_weights(tts):

@@ -202,7 +202,7 @@ def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, 
 @app.command()
 def speak(
     text: Annotated[Optional[str], typer.Argument(help="What to say ('-' or nothing: read standard input).")] = None,
-    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' (quote it in a shell) or 'random'; repeat for several clips.")] = ["espeak_en"],  # noqa: B006
+    voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' (quote it in a shell) or 'random'; repeat for several clips.")] = ["piper_joe"],  # noqa: B006
     output: Annotated[str, typer.Option("--output", "-o", help="Output file (.wav/.flac/.ogg), or '-' for raw 16-bit PCM on stdout.")] = "speech.wav",
     text_file: Annotated[Optional[Path], typer.Option(help="Read the text from this UTF-8 file.")] = None,
     preset_name: Annotated[str, typer.Option("--preset", help="ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm.")] = "fast",

@@ -1,14 +1,14 @@
 """Voices: find them by name, resolve what the user typed, and turn them into cached conditioning latents.
 
 A voice is a folder of reference clips (.wav, .flac or .ogg; other files are ignored, and a folder without clips is
-not a voice). Named voices come from the bundled voices (synthetic espeak-ng voices: the repository's ``voices/``
-folder, installed as the data package ``tortoise_clvp.bundled_voices`` and found through it) and from user voice
+not a voice). Named voices come from the bundled voices (the training corpus's synthetic Piper and espeak-ng voices:
+the repository's ``voices/`` folder, installed as the data package ``tortoise_clvp.bundled_voices`` and found through it) and from user voice
 directories: ones passed in, then those in ``$TORTOISE_VOICES_DIR`` (``os.pathsep``-separated).
 A user voice with the same name as a bundled one takes its place; an earlier directory wins over a later one.
 
 What the user may type as a voice (:func:`resolve_voice`):
 
-* a named voice, e.g. ``espeak_en``;
+* a named voice, e.g. ``piper_joe``;
 * a path to one audio file, or to a folder of clips;
 * ``a&b`` (any number of parts, each any of the above): the voices' latents averaged (see :func:`voice_latents`);
 * ``random``: a random voice latent drawn from a seed.
