@@ -1,6 +1,8 @@
 """Every training setting in one place: one frozen dataclass per stage, gathered in `RecipeConfig`.
 
-`RecipeConfig()` is the full recipe that makes the bundled model; `RecipeConfig.smoke()` runs every stage at toy
+`RecipeConfig()` is the full recipe that makes the bundled model. Its budgets fit one 3-hour session of a quiet
+2-core machine: corpus ~25 min, tokenizer and codes ~13 min, decoder (2000 steps) ~70 min alongside the vocoder
+(~30 min) and CLVP, then the diffusion decoder. `RecipeConfig.smoke()` runs every stage at toy
 scale (a handful of sentences, a few steps each) so a test can prove the whole recipe in about two minutes.
 Stage functions take the whole `RecipeConfig` and read their own part.
 """
@@ -160,14 +162,14 @@ class VocoderTrainConfig:
     """The UnivNet vocoder (a small `VocoderConfig`, 2.0 M parameters) trained on random segments of the corpus's
     24 kHz audio with the multi-resolution STFT loss plus mel_loss_weight times the mel L1 loss.
 
-    No discriminator: a step of this generator alone costs about 1.7 s of one core (8 segments, 2.7 s of audio), so
-    the recipe's budget holds about 6000 steps; an adversarial discriminator runs on real and generated audio at every
-    step (at least doubling its cost), and GAN vocoders such as UnivNet are trained far longer than this budget
-    allows. It was not tried here.
+    No discriminator: a step of this generator alone costs about 0.7 s of one quiet core (8 segments, 2.7 s of
+    audio), so the recipe's 2500 steps take about half an hour; an adversarial discriminator runs on real and
+    generated audio at every step (at least doubling its cost), and GAN vocoders such as UnivNet are trained far
+    longer than this budget allows. It was not tried here.
     """
 
     model: VocoderConfig = field(default_factory=lambda: VocoderConfig(channel_size=16, kpnet_hidden_channels=32))
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=6000, learning_rate=5e-4))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2500, learning_rate=5e-4))
     batch_size: int = 8
     segment_frames: int = 32  # mel frames per training segment (x 256 samples: 0.34 s)
     mel_loss_weight: float = 1.0
@@ -188,7 +190,7 @@ class DiffusionTrainConfig:
         default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=6000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
+        default_factory=lambda: LoopConfig(steps=3000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
     )
     batch_size: int = 8
     max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
@@ -239,11 +241,11 @@ class AutoregressiveTrainConfig:
     """
 
     model: AutoregressiveConfig = field(
-        default_factory=lambda: AutoregressiveConfig(layers=6, model_dim=384, heads=8, conditioning_attn_blocks=3,
+        default_factory=lambda: AutoregressiveConfig(layers=6, model_dim=256, heads=4, conditioning_attn_blocks=3,
                                                      dropout=0.1)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=1500, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+        default_factory=lambda: LoopConfig(steps=2000, learning_rate=6e-4, warmup_steps=100, weight_decay=0.01,
                                            eval_every=150, checkpoint_every=25, patience=4)
     )
     batch_size: int = 32
@@ -269,13 +271,21 @@ class ClvpTrainConfig:
                                            speech_enc_depth=4, speech_heads=3)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=2000, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
-                                           eval_every=200, checkpoint_every=50, patience=4)
+        default_factory=lambda: LoopConfig(steps=1500, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+                                           eval_every=150, checkpoint_every=50, patience=4)
     )
     batch_size: int = 64
     max_logit_scale: float = 100.0
     max_padding: int = 64
     valid_pairs: int = 200
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How the export stores the weights: "float16" halves the folder (the bundled model must stay under 40 MB);
+    loading restores float32 or the dtype asked for. "float32" keeps the trained values exactly."""
+
+    storage_dtype: str = "float16"
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,7 @@ class RecipeConfig:
     clvp: ClvpTrainConfig = field(default_factory=ClvpTrainConfig)
     diffusion: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     vocoder: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     @classmethod
     def smoke(cls) -> "RecipeConfig":
