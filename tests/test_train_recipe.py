@@ -13,7 +13,7 @@ from conftest import synth_speech
 from tortoise_clvp.cli import app
 from tortoise_clvp.train import recipe
 from tortoise_clvp.train.config import RecipeConfig
-from tortoise_clvp.train.recipe import STAGE_NAMES, Stage, StageUnavailableError, get_stage, run_all
+from tortoise_clvp.train.recipe import STAGE_NAMES, Stage, get_stage, run_all
 
 runner = CliRunner()
 EXPECTED_STAGES = ("corpus", "tokenizer", "codes", "autoregressive", "clvp", "diffusion", "vocoder", "export")
@@ -21,35 +21,17 @@ EXPECTED_STAGES = ("corpus", "tokenizer", "codes", "autoregressive", "clvp", "di
 
 def test_stages_in_recipe_order():
     assert STAGE_NAMES == EXPECTED_STAGES
-    assert all(get_stage(name).available for name in STAGE_NAMES)  # every stage is built
+    assert all(callable(get_stage(name).load()) for name in STAGE_NAMES)  # every stage is built
     with pytest.raises(ValueError, match="unknown training stage 'bogus'; choose one of corpus, tokenizer"):
         get_stage("bogus")
 
 
-def test_missing_stage_module_says_why():
-    with pytest.raises(StageUnavailableError, match="'later' belongs to part 2 .* not implemented yet"):
-        Stage("later", "", "no_such_module", planned_in="part 2 (issue 10)").load()
-    with pytest.raises(StageUnavailableError, match="'mine' is not built yet .*no_such_module does not exist"):
-        Stage("mine", "", "no_such_module").load()
-    assert not Stage("mine", "", "no_such_module").available
-    assert get_stage("corpus").available
-
-
-def test_run_all_runs_in_order_and_skips_only_later_work(monkeypatch, tmp_path: Path):
+def test_run_all_runs_every_stage_in_order(monkeypatch, tmp_path: Path):
     ran, announced = [], []
-    real_load = Stage.load
-    monkeypatch.setattr(recipe.Stage, "load", lambda self: (
-        (lambda work, config, progress: ran.append(self.name)) if self.module != "missing" else real_load(self)
-    ))
-    monkeypatch.setattr(recipe, "STAGES", (
-        Stage("a", "", "a"), Stage("later", "", "missing", planned_in="part 2"), Stage("b", "", "b"),
-    ))
-    skipped = run_all(tmp_path, RecipeConfig.smoke(), lambda *args: None, lambda s, why: announced.append((s.name, why)))
-    assert ran == ["a", "b"] and skipped == ["later"]
-    assert announced[0] == ("a", None) and announced[1][0] == "later" and "part 2" in announced[1][1]
-    monkeypatch.setattr(recipe, "STAGES", (Stage("a", "", "a"), Stage("mine", "", "missing")))
-    with pytest.raises(StageUnavailableError, match="not built yet"):
-        run_all(tmp_path, RecipeConfig.smoke(), lambda *args: None)
+    monkeypatch.setattr(recipe.Stage, "load", lambda self: (lambda work, config, progress: ran.append(self.name)))
+    monkeypatch.setattr(recipe, "STAGES", (Stage("a", "", "a"), Stage("b", "", "b")))
+    run_all(tmp_path, RecipeConfig.smoke(), lambda *args: None, lambda stage: announced.append(stage.name))
+    assert ran == announced == ["a", "b"]
 
 
 def test_cli_help_lists_the_stages():
@@ -62,13 +44,6 @@ def test_cli_unknown_stage(tmp_path: Path):
     result = runner.invoke(app, ["train", "bogus", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown stage 'bogus'; choose one of corpus, tokenizer" in result.output
-
-
-def test_cli_unavailable_stage_is_one_clear_line(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(recipe, "STAGES", (Stage("codes", "", "no_such_module"),))
-    result = runner.invoke(app, ["train", "codes", str(tmp_path)])
-    assert result.exit_code == 2
-    assert "error: stage 'codes' is not built yet" in result.output and "Traceback" not in result.output
 
 
 def test_cli_options_reach_the_config(monkeypatch, tmp_path: Path):

@@ -506,8 +506,8 @@ def train(
     if data is not None:
         config = replace(config, corpus=replace(config.corpus, data_dir=data.resolve()))
 
-    def announce(step, skipped: Optional[str]) -> None:
-        bars.bar.console.print(f"[yellow]{step.name}: skipped, {skipped}[/]" if skipped else f"[bold]{step.name}[/]: {step.summary}")
+    def announce(step) -> None:
+        bars.bar.console.print(f"[bold]{step.name}[/]: {step.summary}")
 
     with _clear_errors():
         bars = _TrainBars()
@@ -515,8 +515,7 @@ def train(
             if stage == _ALL_STAGES:
                 run_all(work_dir, config, bars, announce)
             else:
-                get_stage(stage).load()  # a stage that cannot run says so before anything is shown
-                announce(get_stage(stage), None)
+                announce(get_stage(stage))
                 run_stage(stage, work_dir, config, bars)
     rejected = work_dir / "corpus" / "rejected.jsonl"
     if stage in ("corpus", _ALL_STAGES) and rejected.is_file() and rejected.stat().st_size:

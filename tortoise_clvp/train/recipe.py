@@ -10,14 +10,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
-from ..errors import TortoiseClvpError
 from .config import RecipeConfig, TrainProgress
-
-
-class StageUnavailableError(TortoiseClvpError):
-    """The stage exists in the recipe but its code is not written yet."""
 
 
 @dataclass(frozen=True)
@@ -27,33 +22,10 @@ class Stage:
     name: str
     summary: str
     module: str  # under tortoise_clvp.train
-    planned_in: Optional[str] = None  # the later work that adds this stage; `all` skips it until it exists
 
     def load(self) -> Callable[[Path, RecipeConfig, TrainProgress], None]:
-        """The stage's function, or StageUnavailableError saying why it cannot run yet."""
-        qualified = f"{__package__}.{self.module}"
-        try:
-            module = importlib.import_module(qualified)
-        except ModuleNotFoundError as error:
-            if error.name != qualified:
-                raise
-            if self.planned_in is not None:
-                raise StageUnavailableError(
-                    f"stage {self.name!r} belongs to {self.planned_in} and is not implemented yet"
-                ) from None
-            raise StageUnavailableError(
-                f"stage {self.name!r} is not built yet ({qualified} does not exist in this version)"
-            ) from None
-        return getattr(module, f"run_{self.name}")
-
-    @property
-    def available(self) -> bool:
-        """Whether the stage can run in this version."""
-        try:
-            self.load()
-        except StageUnavailableError:
-            return False
-        return True
+        """The stage's function (its module is imported now: listing the stages needs no torch)."""
+        return getattr(importlib.import_module(f"{__package__}.{self.module}"), f"run_{self.name}")
 
 
 STAGES = (
@@ -87,23 +59,9 @@ def run_all(
     work_dir: Path,
     config: RecipeConfig,
     progress: TrainProgress,
-    on_stage: Callable[[Stage, Optional[str]], None] = lambda stage, skipped: None,
-) -> list[str]:
-    """Run every stage in order; returns the names of the stages skipped because they belong to later work.
-
-    `on_stage(stage, None)` is called before a stage runs, `on_stage(stage, reason)` when it is skipped. A stage of
-    this part that is missing is an error, not a skip.
-    """
-    skipped = []
+    on_stage: Callable[[Stage], None] = lambda stage: None,
+) -> None:
+    """Run every stage in order (each resumes or skips what is done); `on_stage(stage)` is called before each."""
     for stage in STAGES:
-        try:
-            function = stage.load()
-        except StageUnavailableError as error:
-            if stage.planned_in is None:
-                raise
-            on_stage(stage, str(error))
-            skipped.append(stage.name)
-            continue
-        on_stage(stage, None)
-        function(Path(work_dir), config, progress)
-    return skipped
+        on_stage(stage)
+        stage.load()(Path(work_dir), config, progress)
