@@ -146,6 +146,9 @@ class StageRun:
         if self.ema is not None:
             self.ema.load_state_dict(saved["ema"])
         self.state = _State(**saved["state"])
+        stopped_early = self.loop.patience and self.state.evals_since_best >= self.loop.patience
+        if self.state.finished and self.state.step < self.loop.steps and not stopped_early:
+            self.state.finished = False  # the step budget was raised since the run ended: train on to the new one
 
     def _save_checkpoint(self) -> None:
         buffer = io.BytesIO()
