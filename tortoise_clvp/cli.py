@@ -352,6 +352,7 @@ def info(
     """Show what a model directory holds: layout, files, sizes, parameter counts, usable stages."""
     from .weights.discovery import MODEL_SOURCES, resolve_models_dir
     from .weights.info import describe_model_dir, format_info
+    from .weights.native import MODEL_CARD_FILE
 
     with _clear_errors():
         if directory is None:
@@ -359,6 +360,9 @@ def info(
             typer.echo(f"Found through {MODEL_SOURCES[resolved.source]}.")
             directory = resolved.path
         typer.echo(format_info(describe_model_dir(directory)))
+        card = Path(directory) / MODEL_CARD_FILE
+        if card.is_file():
+            typer.echo(f"\nModel card (data, recipe, measured quality): {card}")
 
 
 @app.command()

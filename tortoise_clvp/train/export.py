@@ -24,7 +24,7 @@ from ..errors import CheckpointError
 from ..models.diffusion import DiffusionModel
 from ..models.dvae import DiscreteVae
 from ..models.vocoder import UnivNetVocoder
-from ..weights.native import build_part, read_meta, read_part, save_native
+from ..weights.native import MODEL_CARD_FILE, build_part, read_meta, read_part, save_native
 from .autoregressive import load_decoder
 from .clvp import load_scorer
 from .codes import load_codes, load_dvae
@@ -42,7 +42,6 @@ from .config import (
 from .loop import METRICS_FILE, load_trained, weights_file
 from .metadata import corpus_dir, read_metadata
 
-MODEL_CARD_FILE = "MODEL_CARD.md"
 VOICES_FILE = "voices.json"  # written by the corpus stage
 WAVEFORM_PARTS = {DIFFUSION_DIR: ("diffusion", DiffusionModel, DiffusionConfig), VOCODER_DIR: ("vocoder", UnivNetVocoder, VocoderConfig)}
 

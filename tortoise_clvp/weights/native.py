@@ -33,6 +33,7 @@ CONFIG_FILE = "tortoise_clvp.json"
 FORMAT_NAME = "tortoise_clvp"
 FORMAT_VERSION = 1
 ASSET_FILES = ("tokenizer.json", "mel_norms.pth")
+MODEL_CARD_FILE = "MODEL_CARD.md"  # what a trained export says about itself: data, recipe, measured metrics
 # part name -> (config class, model class); the first two are required, the waveform stage's are optional
 PARTS: dict[str, tuple[Any, type[nn.Module]]] = {
     "autoregressive": (AutoregressiveConfig, AutoregressiveModel),
