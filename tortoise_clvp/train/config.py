@@ -196,6 +196,7 @@ class DiffusionTrainConfig:
     max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
     unconditioned_rate: float = 0.15
     vb_weight: float = 1.0
+    max_examples: int = 3000  # training utterances (the first, in corpus order); preparing one costs a decoder pass
     valid_items: int = 24  # held-out utterances scored at every evaluation
     sampled_items: int = 4  # ... of which this many are also sampled (as fast_dpm samples, in sample_steps steps)
     sample_steps: int = 20
@@ -271,7 +272,7 @@ class ClvpTrainConfig:
                                            speech_enc_depth=4, speech_heads=3)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=1500, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+        default_factory=lambda: LoopConfig(steps=3000, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
                                            eval_every=150, checkpoint_every=50, patience=4)
     )
     batch_size: int = 64

@@ -162,7 +162,7 @@ def training_data(
     mel_norms = load_mel_norms(work_dir / TOKENIZER_DIR / MEL_NORMS_FILE)
     utterances, tokenizer = read_metadata(work_dir), BpeTokenizer(work_dir / TOKENIZER_DIR)
     data = ArData(utterances, tokenizer, load_codes(work_dir), load_mel_cache(work_dir, mel_norms))
-    train = [i for i in data.split(TRAIN_SPLIT) if preparable(data, i, autoregressive.config)]
+    train = [i for i in data.split(TRAIN_SPLIT) if preparable(data, i, autoregressive.config)][: settings.max_examples]
     valid = [i for i in data.split(VALID_SPLIT) if preparable(data, i, autoregressive.config)][: settings.valid_items]
     if not train or not valid:
         raise CorpusError(
