@@ -58,3 +58,13 @@ def test_a_short_run_writes_a_scorer_and_its_retrieval_metrics(tmp_path_factory,
     assert scorer.temperature.item() <= math.log(2.0) + 1e-6
     metrics = (work / CLVP_DIR / METRICS_FILE).read_text()
     assert '"text_to_speech_R@1"' in metrics and '"speech_to_text_R@1"' in metrics
+
+
+def test_training_from_scratch_starts_at_the_initial_scale(tmp_path_factory, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(prepared_work_dir(tmp_path_factory, ("codes",)), work)
+    smoke = RecipeConfig.smoke()
+    reported = []
+    run_clvp(work, replace(smoke, clvp=replace(smoke.clvp, initial_logit_scale=20.0)),
+             lambda what, done, total, metrics: reported.append(metrics.get("logit_scale")))
+    assert reported[0] == pytest.approx(20.0, rel=1e-2)  # after one small step from exp(log 20)

@@ -91,6 +91,9 @@ def run_clvp(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> N
     texts = [text_ids(tokenizer, u.text) for u in utterances]
     sized = replace(settings.model, num_speech_tokens=codes.codebook_size)
     clvp = initial_model(ClvpModel, sized, PART, config.seed, config.init_dir)
+    if config.init_dir is None:  # from scratch: start at CLIP's scale, not the inference model's exp(1)
+        with torch.no_grad():
+            clvp.temperature.fill_(math.log(settings.initial_logit_scale))
     if clvp.config.num_speech_tokens != codes.codebook_size:
         raise ValueError(
             f"{config.init_dir}'s CLVP reads {clvp.config.num_speech_tokens} speech codes but this corpus was encoded "

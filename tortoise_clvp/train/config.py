@@ -163,13 +163,13 @@ class VocoderTrainConfig:
     24 kHz audio with the multi-resolution STFT loss plus mel_loss_weight times the mel L1 loss.
 
     No discriminator: a step of this generator alone costs about 0.7 s of one quiet core (8 segments, 2.7 s of
-    audio), so the recipe's 5500 steps take about an hour; an adversarial discriminator runs on real and
+    audio), so the recipe's 2500 steps take about half an hour; an adversarial discriminator runs on real and
     generated audio at every step (at least doubling its cost), and GAN vocoders such as UnivNet are trained far
     longer than this budget allows. It was not tried here.
     """
 
     model: VocoderConfig = field(default_factory=lambda: VocoderConfig(channel_size=16, kpnet_hidden_channels=32))
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=5500, learning_rate=5e-4))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2500, learning_rate=5e-4))
     batch_size: int = 8
     segment_frames: int = 32  # mel frames per training segment (x 256 samples: 0.34 s)
     mel_loss_weight: float = 1.0
@@ -272,10 +272,11 @@ class ClvpTrainConfig:
                                            speech_enc_depth=4, speech_heads=3)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=3000, learning_rate=3e-4, warmup_steps=100, weight_decay=0.01,
+        default_factory=lambda: LoopConfig(steps=1200, learning_rate=5e-4, warmup_steps=100, weight_decay=0.01,
                                            eval_every=150, checkpoint_every=50, patience=4)
     )
     batch_size: int = 64
+    initial_logit_scale: float = 14.3  # CLIP's 1/0.07; the original's exp(1) = 2.7 learned too slowly here (R@1 0.2)
     max_logit_scale: float = 100.0
     max_padding: int = 64
     valid_pairs: int = 200
