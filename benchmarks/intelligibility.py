@@ -4,7 +4,7 @@ Sentences come from a training work folder's corpus, never from training: the va
 spoken by the training voices) and the unseen_voice split (held-out sentences spoken by voices training never
 heard), the first --sentences and --unseen-sentences of each in metadata order. Each voice is conditioned on
 --reference-clips of its other clips (training voices: train-split clips; held-out voices: clips of sentences that
-are not evaluated), drawn with --seed. Rows:
+are not evaluated; at least 2 s long), drawn with --seed. Rows:
 - corpus audio: the corpus's own 24 kHz clip of each sentence (the ceiling: how well Whisper hears the voices);
 - MODEL / PRESET: `generate(text, voice, preset, seed)` for every sentence, for every --presets.
 Metrics: WER and CER from Whisper tiny.en (`eval.asr`: corpus-level rates after one normaliser on both sides);
@@ -45,6 +45,7 @@ from tortoise_clvp.weights.discovery import resolve_models_dir  # noqa: E402
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "intelligibility.json"
 GROUPS = {"training voices": VALID_SPLIT, "held-out voices": UNSEEN_VOICE_SPLIT}
 CORPUS_ROW = "corpus audio"
+MIN_REFERENCE_SECONDS = 2.0  # shorter clips are not used as references (conditioning needs at least 1 s)
 
 
 def pick(utterances: list[Utterance], args: argparse.Namespace) -> dict[str, list[Utterance]]:
@@ -59,7 +60,8 @@ def voice_pools(utterances: list[Utterance], evaluated: set[str], args: argparse
     by_voice: dict[str, list[Utterance]] = {}
     for utterance in utterances:
         unseen = utterance.split == UNSEEN_VOICE_SPLIT
-        if utterance.id not in evaluated and (utterance.split == TRAIN_SPLIT or unseen):
+        long_enough = utterance.duration >= MIN_REFERENCE_SECONDS
+        if utterance.id not in evaluated and long_enough and (utterance.split == TRAIN_SPLIT or unseen):
             by_voice.setdefault(utterance.voice, []).append(utterance)
     conditioning, identification = {}, {}
     for voice, pool in sorted(by_voice.items()):

@@ -1,8 +1,9 @@
 """Every training setting in one place: one frozen dataclass per stage, gathered in `RecipeConfig`.
 
-`RecipeConfig()` is the full recipe that makes the bundled model. Its budgets fit one 3-hour session of a quiet
-2-core machine: corpus ~25 min, tokenizer and codes ~13 min, decoder (2000 steps) ~70 min alongside the vocoder
-(~30 min) and CLVP, then the diffusion decoder. `RecipeConfig.smoke()` runs every stage at toy
+`RecipeConfig()` is the full recipe. Measured on a quiet 2-core machine (2026-11-29; the model stages on one thread
+each, two at a time): corpus 20 min, tokenizer 1 min, codes 13 min, decoder 61 min, CLVP 25 min, vocoder 41 min,
+diffusion 28 min plus its examples. Its diffusion decoder does not yet make speech at this budget (see the README).
+`RecipeConfig.smoke()` runs every stage at toy
 scale (a handful of sentences, a few steps each) so a test can prove the whole recipe in about two minutes.
 Stage functions take the whole `RecipeConfig` and read their own part.
 """
