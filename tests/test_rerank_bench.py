@@ -237,7 +237,7 @@ def test_empty_or_missing_manifest_is_a_clear_error(tmp_path):
 def test_bundled_example_manifest_parses():
     entries = load_manifest(Path(__file__).resolve().parent.parent / "benchmarks" / "manifests" / "example.jsonl")
     assert 4 <= len(entries) <= 6
-    assert all(entry.voice[0].name == "clip1.wav" and entry.voice[0].is_file() for entry in entries)
+    assert all(entry.voice[0].name == "clip1.flac" and entry.voice[0].is_file() for entry in entries)
 
 
 # end to end ------------------------------------------------------------------------------------------------------------
