@@ -16,7 +16,7 @@ every one must be answered (200) or refused cleanly (429 with Retry-After), none
 Models (``--models``, each measured in turn): ``tiny``, the tests' seeded random tiny models (tests/conftest.py: a
 2-layer 32-wide decoder over the released 8194-code vocabulary, so sampling, not the transformer, dominates its
 decode steps); ``bundled-size``, seeded random models at the sizes the training recipe gives the bundled model
-(``train.config.RecipeConfig``: a 6-layer 384-wide decoder over 1024 codes, CLVP 192 wide, diffusion 128 channels x
+(``train.config.RecipeConfig``: a 6-layer 256-wide decoder over 1024 codes, CLVP 192 wide, diffusion 128 channels x
 4 layers, the recipe's vocoder); or a model folder's path. Random models babble, so the server runs with
 ``--max-tokens`` (default 150 tokens, about 7 s of speech per candidate): the work per request is fixed, not speech.
 
