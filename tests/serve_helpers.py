@@ -58,16 +58,21 @@ def gate(tts, matches: Callable[[str], bool] = lambda text: True) -> Iterator[Ga
         held.close()
 
 
+def wait_until(condition: Callable[[], bool], explain: Callable[[], object], deadline: float) -> None:
+    """Poll `condition` every 50 ms until it holds; fail with `explain()` once `time.monotonic()` passes `deadline`."""
+    while not condition():
+        assert time.monotonic() < deadline, explain()
+        time.sleep(0.05)
+
+
 @contextmanager
 def running_server(app) -> Iterator[str]:
     """A real uvicorn server for `app` on a free loopback port, in a thread; yields its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started or not thread.is_alive(), lambda: "uvicorn did not start", time.monotonic() + WAIT_S)
+    assert server.started, "uvicorn did not start"
     try:
         yield f"http://127.0.0.1:{server.config.port}"
     finally:

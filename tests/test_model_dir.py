@@ -130,8 +130,9 @@ def test_saving_in_float16_halves_the_parameters_and_keeps_buffers(tmp_path, tin
             for key in stored.keys():
                 assert stored.get_tensor(key).dtype == (torch.float16 if key in parameters else torch.float32), key
     loaded = load_models(folder)
+    parameters = dict(parts["diffusion"].named_parameters())
     for (name, a), b in zip(loaded.diffusion.state_dict().items(), parts["diffusion"].state_dict().values()):
-        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in dict(parts["diffusion"].named_parameters()) else b)
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in parameters else b)
     with pytest.raises(CheckpointError, match="float32 or float16"):
         native.save_native(tmp_path / "bf16", parts, tiny_assets, storage_dtype=torch.bfloat16)
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from conftest import REPO_ROOT
-from serve_helpers import WAIT_S, free_port, gate, running_server
+from serve_helpers import WAIT_S, free_port, gate, running_server, wait_until
 
 from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.serve.app import create_app
@@ -121,10 +121,7 @@ def test_a_client_that_hangs_up_cancels_its_work(app, stream):
         time.sleep(0.5)  # the server notices the hang-up (it polls every 0.25 s; a stream's send fails)
         held.release()
         deadline = time.monotonic() + WAIT_S
-        while scheduler.requests.value("cancelled") < 1:
-            assert time.monotonic() < deadline, scheduler.render_metrics()
-            time.sleep(0.05)
+        wait_until(lambda: scheduler.requests.value("cancelled") >= 1, scheduler.render_metrics, deadline)
         assert scheduler.requests.value("ok") == 0
-        while scheduler.decoder.stats().active_rows:  # the decoder thread retires the rows at its next iteration
-            assert time.monotonic() < deadline, scheduler.decoder.stats()
-            time.sleep(0.05)
+        # the decoder thread retires the rows at its next iteration
+        wait_until(lambda: scheduler.decoder.stats().active_rows == 0, scheduler.decoder.stats, deadline)

@@ -40,8 +40,9 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     assert result.raw_codes.shape == (3, 20) and int(result.raw_codes.max()) <= tokens.mel_stop
     assert int(result.ranked.codes.max()) < tokens.mel_start and len(result.latents) == 2
     exported, trained = load_exported_dvae(export), load_dvae(work)
-    for (name, a), b in zip(exported.state_dict().items(), trained.state_dict().values()):  # stored in float16
-        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in dict(trained.named_parameters()) else b)
+    parameters = dict(trained.named_parameters())  # stored in float16; buffers in float32
+    for (name, a), b in zip(exported.state_dict().items(), trained.state_dict().values()):
+        assert a.dtype == torch.float32 and torch.equal(a, b.half().float() if name in parameters else b)
     stored = safe_open(str(export / "autoregressive.safetensors"), "pt")
     assert {stored.get_tensor(key).dtype for key in stored.keys()} >= {torch.float16}
     card = (export / MODEL_CARD_FILE).read_text()

@@ -2,8 +2,9 @@
 
 A voice is a folder of reference clips (.wav, .flac or .ogg; other files are ignored, and a folder without clips is
 not a voice). Named voices come from the bundled voices (the training corpus's synthetic Piper and espeak-ng voices:
-the repository's ``voices/`` folder, installed as the data package ``tortoise_clvp.bundled_voices`` and found through it) and from user voice
-directories: ones passed in, then those in ``$TORTOISE_VOICES_DIR`` (``os.pathsep``-separated).
+the repository's ``voices/`` folder, installed as the data package ``tortoise_clvp.bundled_voices`` and found
+through it) and from user voice directories: ones passed in, then those in ``$TORTOISE_VOICES_DIR``
+(``os.pathsep``-separated).
 A user voice with the same name as a bundled one takes its place; an earlier directory wins over a later one.
 
 What the user may type as a voice (:func:`resolve_voice`):
