@@ -169,3 +169,14 @@ def test_info_without_a_folder_describes_the_one_found(tiny_model_dir, tmp_path,
     monkeypatch.setattr(discovery, "BUNDLED_MODEL_DIR", tmp_path / "none")
     missing = CliRunner().invoke(app, ["info"])
     assert missing.exit_code == 2 and "none found" in missing.output and "Traceback" not in missing.output
+
+
+def test_info_points_at_the_model_card(tiny_model_dir, tmp_path):
+    from tortoise_clvp.cli import app
+    from tortoise_clvp.weights.native import MODEL_CARD_FILE
+
+    folder = Path(shutil.copytree(tiny_model_dir, tmp_path / "carded"))
+    assert "Model card" not in CliRunner().invoke(app, ["info", str(folder)]).stdout
+    (folder / MODEL_CARD_FILE).write_text("# Model card\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["info", str(folder)])
+    assert result.exit_code == 0 and f"Model card (data, recipe, measured quality): {folder / MODEL_CARD_FILE}" in result.stdout

@@ -201,6 +201,16 @@ def test_conditioning_mels_are_the_inference_ones(prepared):
     assert batches.examples.indices[position] not in [references.indices[r] for r in others]
 
 
+def test_at_most_max_examples_training_utterances_are_prepared(decoder_work, prepared, tmp_path):
+    _, every, _ = prepared
+    assert len(every.positions) > 3  # the tiny corpus has more training utterances than the cap below
+    work = fresh_work(decoder_work, tmp_path)
+    capped = replace(SMOKE, diffusion=replace(SMOKE.diffusion, max_examples=3))
+    batches, _ = training_data(work, capped, load_decoder(work), no_progress)
+    assert batches.positions == [0, 1, 2]  # the first three training utterances, in corpus order
+    assert batches.examples.indices[:3] == every.examples.indices[:3]
+
+
 def test_batches_are_seeded_windows(prepared):
     _, batches, _ = prepared
     first = batches.batch(2, step_generator(0, 2))
