@@ -13,6 +13,7 @@ parity test skips with the one reason `REFERENCE_MISSING`.
 from __future__ import annotations
 
 import os
+import sys
 
 # before anything imports huggingface_hub or transformers: no test may reach the network
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -133,6 +134,16 @@ def pytest_runtest_makereport(item, call):
     longrepr = report.longrepr
     if report.skipped and isinstance(longrepr, tuple) and REFERENCE_MISSING in str(longrepr[2]):
         report.longrepr = (__file__, require_reference.__code__.co_firstlineno, longrepr[2])
+
+
+@pytest.fixture
+def without_matplotlib(monkeypatch):
+    """Make matplotlib unimportable for one test, as if it were not installed. Every matplotlib module already
+    imported in this process is hidden too: `from matplotlib.figure import ...` would otherwise still succeed and then
+    fail halfway through drawing, depending on which tests ran before in the same worker."""
+    for name in [name for name in sys.modules if name == "matplotlib" or name.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
 
 
 @pytest.fixture(autouse=True)

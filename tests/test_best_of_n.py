@@ -117,7 +117,7 @@ def tts(tiny_model_dir):
     return TextToSpeech.from_local(tiny_model_dir)
 
 
-def test_report_by_ear_on_tiny_models(tts, tmp_path, speech_clip, monkeypatch):
+def test_report_by_ear_on_tiny_models(tts, tmp_path, speech_clip, monkeypatch, without_matplotlib):
     from tortoise_clvp.bench.rerank_report import run_rerank_benchmark
     from tortoise_clvp.pipeline.decoding import DecodingOptions
     from tortoise_clvp.presets import PRESETS
@@ -130,7 +130,6 @@ def test_report_by_ear_on_tiny_models(tts, tmp_path, speech_clip, monkeypatch):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     transcriber = EchoingTranscriber({True: "good morning"}, threshold=6000)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
     events = []
     report = run_rerank_benchmark(tts, manifest, tmp_path / "out", candidates=(1, 2, 4), seeds=(0, 1),
                                   transcriber=transcriber, progress=lambda *e: events.append(e))

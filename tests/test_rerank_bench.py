@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +257,7 @@ def test_too_long_text_fails_before_sampling_with_its_line(tts, tmp_path, clip):
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_end_to_end_on_tiny_models(tts, tmp_path, speech_clips, monkeypatch):
+def test_end_to_end_on_tiny_models(tts, tmp_path, speech_clips, monkeypatch, without_matplotlib):
     clip_a, clip_b = speech_clips["long_16k_float_loud"], speech_clips["mono_24k"]
     options = {"max_new_tokens": 8, "batch_size": 4}
     path = _write(tmp_path, [
@@ -266,7 +265,6 @@ def test_end_to_end_on_tiny_models(tts, tmp_path, speech_clips, monkeypatch):
         {"text": "How are you today?", "voice": [str(clip_b)], "options": options, "id": "how"},
         {"text": "Fine, thanks.", "voice": os.path.relpath(clip_a, tmp_path), "options": {**options, "temperature": 1.0}},
     ])
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # plots are optional: the run must still succeed
     events = []
     report = run_rerank_benchmark(tts, path, tmp_path / "out", candidates=(4, 2), seeds=(0, 1),
                                   progress=lambda *event: events.append(event), metadata={"note": "test"})
