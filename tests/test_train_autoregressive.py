@@ -12,7 +12,12 @@ from safetensors.torch import load_file
 from train_work_dir import no_progress, prepared_work_dir
 
 from tortoise_clvp.config import AutoregressiveConfig
-from tortoise_clvp.train.autoregressive import AutoregressiveTraining, load_decoder, run_autoregressive
+from tortoise_clvp.train.autoregressive import (
+    AutoregressiveTraining,
+    evaluate_decoder,
+    load_decoder,
+    run_autoregressive,
+)
 from tortoise_clvp.train.config import AUTOREGRESSIVE_DIR, LoopConfig, RecipeConfig
 from tortoise_clvp.train.loop import CHECKPOINT_FILE, METRICS_FILE
 
@@ -45,6 +50,35 @@ def test_rows_of_a_batch_match_teacher_forcing_one_by_one():
     tokens = CONFIG.tokens
     assert mel_targets.tolist() == [3, 4, 5, 6, 2, tokens.mel_stop, 7, 8, tokens.mel_stop]
     assert text_targets.tolist() == [5, 6, 7, 0, 0, 9, 0, 0]  # the ids, the appended stop, the decoder's own stop
+
+
+class FixedItems:
+    """Stands in for ArData: item i is texts[i] and codes[i], all of one voice."""
+
+    def __init__(self, texts, codes):
+        self.texts, self.codes = texts, codes
+
+    def batch(self, items, clips, generator):
+        cond = torch.randn(1, 80, 40, generator=generator)
+        return cond, torch.zeros(len(items), dtype=torch.long), [self.texts[i] for i in items], [self.codes[i] for i in items]
+
+
+def test_text_gain_is_the_loss_added_by_another_rows_text():
+    torch.manual_seed(0)
+    model = AutoregressiveTraining(CONFIG).eval()
+    settings = replace(RecipeConfig.smoke().autoregressive, batch_size=4)
+    codes = [torch.tensor([3, 4, 5, 6]), torch.tensor([7, 8, 9])]
+    texts = [torch.tensor([5, 6, 0]), torch.tensor([9, 10, 11, 0])]
+    metrics = evaluate_decoder(model, FixedItems(texts, codes), [0, 1], settings, seed=3)
+    cond = FixedItems(texts, codes).batch([0, 1], 1, torch.Generator().manual_seed(3))[0]
+    with torch.no_grad():
+        right = torch.nn.functional.cross_entropy(*model(cond, torch.zeros(2, dtype=torch.long), texts, codes)[:2])
+        rolled = torch.nn.functional.cross_entropy(*model(cond, torch.zeros(2, dtype=torch.long), texts[::-1], codes)[:2])
+    assert metrics["loss"] == pytest.approx(right.item(), rel=1e-5)
+    assert metrics["text_gain"] == pytest.approx((rolled - right).item(), rel=1e-4, abs=1e-6)
+    assert metrics["text_gain"] != 0
+    same_text = evaluate_decoder(model, FixedItems([texts[0]] * 2, codes), [0, 1], settings, seed=3)
+    assert same_text["text_gain"] == 0  # nothing to read differently
 
 
 def _config(steps: int) -> RecipeConfig:
@@ -89,7 +123,7 @@ def test_the_stage_writes_a_decoder_that_samples_with_its_own_codebook(codes_wor
     assert decoder.config.number_mel_codes == RecipeConfig.smoke().codes.model.codebook_size + 2
     assert tokens.fix_tail == (tokens.calm,) * 3 and decoder.config.max_mel_tokens >= 500
     metrics = (work / AUTOREGRESSIVE_DIR / METRICS_FILE).read_text()
-    assert '"accuracy"' in metrics and '"text_loss"' in metrics
+    assert '"accuracy"' in metrics and '"text_loss"' in metrics and '"text_gain"' in metrics
     before = (work / AUTOREGRESSIVE_DIR / CHECKPOINT_FILE).stat().st_mtime_ns
     run_autoregressive(work, _config(steps=3), no_progress)  # finished: nothing more to do
     assert (work / AUTOREGRESSIVE_DIR / CHECKPOINT_FILE).stat().st_mtime_ns == before

@@ -60,6 +60,29 @@ def test_cli_options_reach_the_config(monkeypatch, tmp_path: Path):
     assert result.exit_code == 2 and "--init" in result.output and "is not a folder" in result.output
 
 
+def test_cli_steps_sets_only_that_stage_budget(monkeypatch, tmp_path: Path):
+    seen = {}
+    monkeypatch.setattr(recipe, "run_stage", lambda name, work, config, progress: seen.update(config=config))
+    result = runner.invoke(app, ["train", "diffusion", str(tmp_path / "w"), "--steps", "12345"])
+    assert result.exit_code == 0, result.output
+    full = RecipeConfig()
+    assert seen["config"].diffusion.loop.steps == 12345
+    assert seen["config"].diffusion.loop.learning_rate == full.diffusion.loop.learning_rate
+    assert seen["config"].autoregressive == full.autoregressive
+
+
+@pytest.mark.parametrize("stage, steps, message", [
+    ("corpus", "10", "only a model stage has a step budget"),
+    ("all", "10", "only a model stage has a step budget"),
+    ("clvp", "0", "at least 1"),
+])
+def test_cli_steps_is_refused_where_it_means_nothing(tmp_path: Path, stage, steps, message):
+    result = runner.invoke(app, ["train", stage, str(tmp_path / "w"), "--steps", steps])
+    assert result.exit_code == 2
+    assert "--steps" in result.output and message in result.output
+    assert not (tmp_path / "w").exists()
+
+
 def test_cli_corpus_from_data_reports_skipped_items(tmp_path: Path):
     folder = tmp_path / "my_voice"
     (folder / "wavs").mkdir(parents=True)

@@ -496,6 +496,7 @@ def train(
     data: Annotated[Optional[Path], typer.Option("--data", help="Your own recordings instead of synthetic voices: a folder with metadata.csv (id|text) and wavs/.")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune from this native model folder instead of training from scratch.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the whole recipe (default: the recipe's).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps of this model stage (default: the recipe's); raise it to train a finished run on.")] = None,
 ) -> None:
     from .train.config import RecipeConfig
     from .train.recipe import get_stage, run_all, run_stage
@@ -509,6 +510,11 @@ def train(
     config = replace(config, seed=config.seed if seed is None else seed, init_dir=init)
     if data is not None:
         config = replace(config, corpus=replace(config.corpus, data_dir=data.resolve()))
+    if steps is not None:
+        try:
+            config = config.with_steps(stage, steps)
+        except ValueError as error:
+            _fail(f"--steps: {error}")
 
     def announce(step) -> None:
         bars.bar.console.print(f"[bold]{step.name}[/]: {step.summary}")

@@ -139,6 +139,9 @@ class ClvpConfig(_FromDict):
 ClvpConfig.RELEASED = ClvpConfig()
 
 
+DIFFUSION_PREDICTIONS = ("epsilon", "v")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig(_FromDict):
     """Dimensions of the diffusion decoder (`DiffusionTts`): AR latents or codes -> mel spectrogram.
@@ -156,12 +159,17 @@ class DiffusionConfig(_FromDict):
     out_channels: int = 200  # eps and the learned variance, in_channels each
     rel_pos_buckets: int = 32  # T5-style relative position buckets of every attention block
     rel_pos_max_distance: int = 64
+    # what the network's first out channels predict: "epsilon" (the original) or "v" (sqrt(abar) eps -
+    # sqrt(1 - abar) x0, turned into epsilon inside `forward`, so every sampler runs either unchanged)
+    prediction: str = "epsilon"
 
     RELEASED: ClassVar["DiffusionConfig"]
 
     def __post_init__(self) -> None:
         if self.model_channels % self.num_heads:
             raise ValueError(f"model_channels {self.model_channels} is not divisible by num_heads {self.num_heads}")
+        if self.prediction not in DIFFUSION_PREDICTIONS:
+            raise ValueError(f"prediction must be one of {DIFFUSION_PREDICTIONS}, got {self.prediction!r}")
 
 
 DiffusionConfig.RELEASED = DiffusionConfig()

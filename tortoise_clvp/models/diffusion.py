@@ -9,6 +9,11 @@ unconditioning). Work is split the way a sampler needs it:
 - `forward(x, timesteps, embeddings)`: once per denoising step -> (B, 2 * mel bands, T) = [eps; variance].
   Rows are independent, so conditioned and unconditioned rows can share one batch.
 
+A decoder of our own may predict v = sqrt(abar) eps - sqrt(1 - abar) x0 instead (``prediction="v"``); `forward`
+turns it into eps = sqrt(1 - abar) x + sqrt(abar) v, so samplers see the same output either way. Why: at high noise
+an epsilon network must reproduce its input almost exactly (x0 is ~1/sqrt(abar) times its error), which a small,
+briefly trained network does not; a v network gets that identity for free.
+
 Every attention block is the original's `AttentionBlock` with T5-style relative position bias, run through
 `scaled_dot_product_attention`; GroupNorm always computes in float32 like the original's GroupNorm32.
 """
@@ -22,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DiffusionConfig
+from ..pipeline.samplers import linear_betas
 from .layers import norm
 
 # Block counts the original hard-codes (not constructor arguments).
@@ -167,6 +173,9 @@ class DiffusionModel(nn.Module):
         self.tail = nn.ModuleList(ResBlock(c) for _ in range(TAIL_RESBLOCKS))
         self.out_norm = norm(c)
         self.out_conv = nn.Conv1d(c, config.out_channels, 3, padding=1)
+        if config.prediction == "v":  # abar of every trained timestep; derived, so not part of the weights
+            alphas_cumprod = torch.from_numpy((1.0 - linear_betas()).cumprod()).float()
+            self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     @property
     def device(self) -> torch.device:
@@ -230,7 +239,8 @@ class DiffusionModel(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
         """Noisy mel x (B, 100, T) at original timesteps (B,) (0..3999, i.e. `timestep_map[t]`) given per-row
         embeddings (B or 1, C, T) from `timestep_independent` / `unconditioned_embeddings` -> (B, 200, T):
-        channels [:100] are eps, [100:] the learned variance interpolation."""
+        channels [:100] are eps (made from the network's v for ``prediction="v"``), [100:] the learned variance
+        interpolation."""
         x = x.to(self.dtype)
         if embeddings.shape[0] != x.shape[0]:
             embeddings = embeddings.expand(x.shape[0], -1, -1)
@@ -243,7 +253,13 @@ class DiffusionModel(nn.Module):
             h = layer(h, time_emb)
         for block in self.tail:
             h = block(h, time_emb)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        if self.config.prediction == "v":
+            bands = x.shape[1]
+            abar = self.alphas_cumprod.to(x.device)[timesteps].float()[:, None, None]  # (B, 1, 1)
+            eps = (1 - abar).sqrt() * x.float() + abar.sqrt() * out[:, :bands].float()
+            out = torch.cat([eps.to(out.dtype), out[:, bands:]], dim=1)
+        return out
 
     def time_emb(self, timesteps: Tensor) -> Tensor:
         emb = timestep_embedding(timesteps, self.config.model_channels).to(self.dtype)

@@ -144,19 +144,34 @@ def fits(config: AutoregressiveConfig, data: ArData, index: int) -> bool:
 @torch.no_grad()
 def evaluate_decoder(model: AutoregressiveTraining, data: ArData, items: list[int], settings: AutoregressiveTrainConfig,
                      seed: int) -> dict[str, float]:
-    """Teacher-forced held-out metrics: code cross-entropy ("loss"), code accuracy (codes and the stop), text loss.
-    The conditioning draws are seeded the same at every evaluation, so the numbers compare across steps."""
+    """Teacher-forced held-out metrics: code cross-entropy ("loss"), code accuracy (codes and the stop), text loss,
+    and text_gain: how much worse (nats per code) the codes are predicted from another row's text (each batch's texts
+    rolled by one), i.e. how much the decoder reads the text; near 0 means it speaks without reading. The
+    conditioning draws are seeded the same at every evaluation, so the numbers compare across steps."""
     generator = torch.Generator().manual_seed(seed)
-    mel_loss = text_loss = correct = 0.0
-    codes = texts = 0
+    mel_loss = text_loss = correct = other_text_loss = 0.0
+    codes = texts = other_text_codes = 0
     for start in range(0, len(items), settings.batch_size):
-        batch = data.batch(items[start : start + settings.batch_size], settings.conditioning_clips, generator)
-        mel_logits, mel_targets, text_logits, text_targets = model(*batch)
-        mel_loss += float(F.cross_entropy(mel_logits, mel_targets, reduction="sum"))
+        cond_mels, voice_of_row, batch_texts, batch_codes = data.batch(
+            items[start : start + settings.batch_size], settings.conditioning_clips, generator
+        )
+        mel_logits, mel_targets, text_logits, text_targets = model(cond_mels, voice_of_row, batch_texts, batch_codes)
+        batch_mel_loss = float(F.cross_entropy(mel_logits, mel_targets, reduction="sum"))
+        mel_loss += batch_mel_loss
         text_loss += float(F.cross_entropy(text_logits, text_targets, reduction="sum"))
         correct += float((mel_logits.argmax(dim=1) == mel_targets).sum())
         codes, texts = codes + len(mel_targets), texts + len(text_targets)
-    return {"loss": mel_loss / codes, "accuracy": correct / codes, "text_loss": text_loss / texts}
+        if len(batch_texts) > 1:
+            rolled = batch_texts[1:] + batch_texts[:1]
+            other_logits, _, _, _ = model(cond_mels, voice_of_row, rolled, batch_codes)
+            other_text_loss += float(F.cross_entropy(other_logits, mel_targets, reduction="sum")) - batch_mel_loss
+            other_text_codes += len(mel_targets)
+    return {
+        "loss": mel_loss / codes,
+        "accuracy": correct / codes,
+        "text_loss": text_loss / texts,
+        "text_gain": other_text_loss / max(other_text_codes, 1),
+    }
 
 
 def _start_model(settings: AutoregressiveTrainConfig, data: ArData, config: RecipeConfig) -> AutoregressiveTraining:

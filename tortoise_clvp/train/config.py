@@ -188,7 +188,7 @@ class DiffusionTrainConfig:
     """
 
     model: DiffusionConfig = field(
-        default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4)
+        default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4, prediction="v")
     )
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(steps=3000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
@@ -291,6 +291,9 @@ class ExportConfig:
     storage_dtype: str = "float16"
 
 
+TRAINED_STAGES = ("codes", "autoregressive", "clvp", "diffusion", "vocoder")  # the stages with a training loop
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """The whole recipe, stage by stage."""
@@ -306,6 +309,16 @@ class RecipeConfig:
     vocoder: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
+    def with_steps(self, stage: str, steps: int) -> "RecipeConfig":
+        """This recipe with the training budget of model stage `stage` set to `steps` (raise it to train a finished
+        run on; the run resumes from its checkpoint). ValueError for a stage that does not train a model."""
+        if stage not in TRAINED_STAGES:
+            raise ValueError(f"only a model stage has a step budget ({', '.join(TRAINED_STAGES)}); got {stage!r}")
+        if steps < 1:
+            raise ValueError(f"a step budget must be at least 1, got {steps}")
+        settings = getattr(self, stage)
+        return replace(self, **{stage: replace(settings, loop=replace(settings.loop, steps=steps))})
+
     @classmethod
     def smoke(cls) -> "RecipeConfig":
         """Every stage at toy scale: proves the recipe end to end in about two minutes on 2 cores."""
@@ -317,7 +330,7 @@ class RecipeConfig:
         smoke_loop = LoopConfig(steps=3, learning_rate=1e-3, warmup_steps=1, eval_every=3, checkpoint_every=2)
         diffusion = replace(
             full.diffusion,
-            model=DiffusionConfig(model_channels=32, num_layers=1, num_heads=2),
+            model=DiffusionConfig(model_channels=32, num_layers=1, num_heads=2, prediction="v"),
             loop=replace(smoke_loop, ema_decay=0.9),
             batch_size=2,
             max_codes=16,

@@ -121,7 +121,7 @@ def training_loss(
     embeddings = model.timestep_independent(latents, model.get_conditioning(conditioning_mels), frames)  # (B, C, T)
     embeddings = torch.where(dropped[:, None, None], model.unconditioned_embeddings(rows, frames), embeddings)
     x_t = q_sample(schedule, mels, t, noise)
-    losses = diffusion_losses(schedule, model(x_t, t, embeddings), mels, x_t, t, noise)
+    losses = diffusion_losses(schedule, model(x_t, t, embeddings), mels, x_t, t, noise, model.config.prediction)
     return losses.total(config.vb_weight), {"mse": losses.mse.mean().item(), "vb": losses.vb.mean().item()}
 
 
@@ -140,7 +140,9 @@ def evaluate(model: DiffusionModel, held_out: list[Batch], config: DiffusionTrai
         x_start = mel[None].expand(len(t), -1, -1)
         noise = torch.randn(x_start.shape, generator=generator)
         x_t = q_sample(schedule, x_start, t, noise)
-        losses = diffusion_losses(schedule, model(x_t, t, embeddings), x_start, x_t, t, noise)
+        losses = diffusion_losses(
+            schedule, model(x_t, t, embeddings), x_start, x_t, t, noise, model.config.prediction
+        )
         mse += losses.mse.mean().item() / len(held_out)
         vb += losses.vb.mean().item() / len(held_out)
     options = replace(preset(SAMPLING_PRESET).diffusion, steps=config.sample_steps)

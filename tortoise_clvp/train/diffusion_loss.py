@@ -6,7 +6,8 @@ The network predicts epsilon and a learned-range variance value v in [-1, 1] (th
 
     MSE(eps, eps_hat)  +  vb_weight * L_vb,
 
-where L_vb is, in bits per dimension, the KL between the true posterior q(x_{t-1} | x_t, x_0) and the model's
+(for a decoder that predicts v, the MSE is taken on v: the epsilon MSE / abar_t, since its eps error is sqrt(abar_t)
+times its v error), where L_vb is, in bits per dimension, the KL between the true posterior q(x_{t-1} | x_t, x_0) and the model's
 Gaussian at t > 0, and the discretised Gaussian negative log-likelihood of x_0 at t = 0. L_vb sees the predicted
 mean through a stopped gradient, so it trains only the variance and the MSE alone shapes epsilon. Timesteps are the
 4000 of `samplers.linear_betas`, the schedule every sampler respaces.
@@ -76,10 +77,17 @@ class DiffusionLosses:
 
 
 def diffusion_losses(
-    schedule: Schedule, output: Tensor, x_start: Tensor, x_t: Tensor, t: Tensor, noise: Tensor
+    schedule: Schedule,
+    output: Tensor,
+    x_start: Tensor,
+    x_t: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    prediction: str = "epsilon",
 ) -> DiffusionLosses:
-    """The hybrid loss terms of the network's `output` (B, 2C, T) = [eps; v] at x_t (B, C, T), timesteps t (B,),
-    for the clean x_start and the noise that made x_t."""
+    """The hybrid loss terms of the decoder's `output` (B, 2C, T) = [eps; variance value] at x_t (B, C, T),
+    timesteps t (B,), for the clean x_start and the noise that made x_t; the MSE is in the space of what the
+    network predicts (`DiffusionConfig.prediction`)."""
     channels = x_start.shape[1]
     if output.shape[1] != 2 * channels:
         raise ValueError(
@@ -87,6 +95,8 @@ def diffusion_losses(
         )
     eps, var_values = output[:, :channels], output[:, channels:]
     mse = ((noise - eps) ** 2).mean(dim=(1, 2))
+    if prediction == "v":
+        mse = mse / _at(schedule.alphas_cumprod, t, mse)
 
     # the model's p(x_{t-1} | x_t) with its mean frozen: L_vb trains the variance only
     pred_xstart = _at(schedule.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _at(
