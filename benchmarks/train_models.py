@@ -14,7 +14,8 @@ WER and CER are corpus-level (edit distances summed over the sentences), after t
 The machine is shared with other jobs: wall times and throughput depend on its load (recorded in the JSON).
 
 Usage: python benchmarks/train_models.py WORK_DIR [--sentences 100] [--candidates 8] [--max-new-tokens 300]
-       [--seed 0] [--threads 2] [--no-asr] [--out benchmarks/results/train_models.json]
+       [--temperature 0.8] [--top-p 0.8] [--seed 0] [--threads 2] [--no-asr]
+       [--out benchmarks/results/train_models.json]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from tortoise_clvp.train.config import (  # noqa: E402
 )
 from tortoise_clvp.train.loop import METRICS_FILE  # noqa: E402
 from tortoise_clvp.train.metadata import corpus_dir, read_metadata  # noqa: E402
+from tortoise_clvp.pipeline.sampling import SamplingOptions  # noqa: E402
 from tortoise_clvp.train.preview import codes_to_audio  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_models.json"
@@ -101,7 +103,9 @@ def intelligibility(work_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
             seen.add(utterance.text)
             chosen.append(utterance)
     chosen = chosen[: args.sentences]
-    options = DecodingOptions(num_candidates=args.candidates, batch_size=args.candidates, max_new_tokens=args.max_new_tokens)
+    sampling = SamplingOptions(temperature=args.temperature, top_p=args.top_p)
+    options = DecodingOptions(sampling=sampling, num_candidates=args.candidates, batch_size=args.candidates,
+                              max_new_tokens=args.max_new_tokens)
     kinds = ("corpus_audio", "ground_truth_codes", "sampled_clvp_best", "sampled_first")
     transcripts: dict[str, list[str]] = {kind: [] for kind in kinds}
     rows, started = [], time.perf_counter()
@@ -137,6 +141,8 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=100)
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=300)
+    parser.add_argument("--temperature", type=float, default=SamplingOptions().temperature)
+    parser.add_argument("--top-p", type=float, default=SamplingOptions().top_p)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-asr", action="store_true", help="only the stages' own metrics")

@@ -37,7 +37,7 @@ def test_rows_of_a_batch_match_teacher_forcing_one_by_one():
     texts = [torch.tensor([5, 6, 7, 0]), torch.tensor([9, 0])]
     codes = [torch.tensor([3, 4, 5, 6, 2]), torch.tensor([7, 8])]
     with torch.no_grad():
-        mel_logits, mel_targets, text_logits, text_targets = model(cond, torch.tensor([1, 0]), texts, codes)
+        mel_logits, mel_targets, text_logits, text_targets, _ = model(cond, torch.tensor([1, 0]), texts, codes)
         latents = model.decoder.get_conditioning(cond[:, None])
         start = text_start = 0
         for row, voice in enumerate((1, 0)):
@@ -79,6 +79,9 @@ def test_text_gain_is_the_loss_added_by_another_rows_text():
     assert metrics["text_gain"] != 0
     same_text = evaluate_decoder(model, FixedItems([texts[0]] * 2, codes), [0, 1], settings, seed=3)
     assert same_text["text_gain"] == 0  # nothing to read differently
+    assert 0 < metrics["off_diagonal"] < 1  # the guide's heads (layer 0, head 0 in the smoke recipe), measured
+    beyond = replace(settings, alignment=replace(settings.alignment, layer=CONFIG.layers))
+    assert "off_diagonal" not in evaluate_decoder(model, FixedItems(texts, codes), [0, 1], beyond, seed=3)
 
 
 def _config(steps: int) -> RecipeConfig:
@@ -127,3 +130,19 @@ def test_the_stage_writes_a_decoder_that_samples_with_its_own_codebook(codes_wor
     before = (work / AUTOREGRESSIVE_DIR / CHECKPOINT_FILE).stat().st_mtime_ns
     run_autoregressive(work, _config(steps=3), no_progress)  # finished: nothing more to do
     assert (work / AUTOREGRESSIVE_DIR / CHECKPOINT_FILE).stat().st_mtime_ns == before
+
+
+def test_a_guided_run_adds_the_guide_to_its_loss(codes_work_dir, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(codes_work_dir, work)
+    config = _config(steps=2)
+    config = replace(config, autoregressive=replace(config.autoregressive, alignment_weight=1.0))
+    reported = []
+
+    def progress(what, done, total, metrics):
+        no_progress(what, done, total, metrics)
+        reported.append(metrics)
+
+    run_autoregressive(work, config, progress)
+    steps = [metrics for metrics in reported if "mel_loss" in metrics]
+    assert steps and all(0 < metrics["off_diagonal"] < 1 for metrics in steps)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from ..frontend.mel import load_mel_norms
 from ..frontend.text import BpeTokenizer
 from ..models.autoregressive import AutoregressiveModel
 from ..pipeline.decoding import DecodingOptions
+from .alignment import AlignmentGuide, RowLayout, attention_probabilities, off_diagonal_mass
 from .batches import BucketedBatches
 from .codes import MEL_NORMS_FILE, SpeechCodes, load_codes, speech_tokens
 from .config import (
@@ -50,6 +51,17 @@ def text_ids(tokenizer: BpeTokenizer, text: str) -> Tensor:
     return torch.tensor([*tokenizer.encode(text), TOKENS.text_stop], dtype=torch.long)
 
 
+class TeacherForced(NamedTuple):
+    """What a teacher-forced batch gives: the logits and targets of every real code (and stop) and text position,
+    and the alignment guide's off-diagonal mass (`alignment.py`) when a guide was asked for."""
+
+    mel_logits: Tensor
+    mel_targets: Tensor
+    text_logits: Tensor
+    text_targets: Tensor
+    off_diagonal: Optional[Tensor] = None
+
+
 class AutoregressiveTraining(nn.Module):
     """The decoder plus the text head Tortoise trains alongside it (the next-text-token predictor inference drops)."""
 
@@ -59,16 +71,29 @@ class AutoregressiveTraining(nn.Module):
         self.decoder = AutoregressiveModel(config)
         self.text_head = nn.Linear(config.model_dim, config.text_vocab)
 
-    def forward(self, cond_mels: Tensor, voice_of_row: Tensor, texts: Sequence[Tensor], codes: Sequence[Tensor]):
+    def can_guide(self, guide: AlignmentGuide) -> bool:
+        """Whether the decoder has the layer and heads `guide` reads."""
+        return 0 <= guide.layer < self.config.layers and 1 <= guide.heads <= self.config.heads
+
+    def forward(
+        self,
+        cond_mels: Tensor,
+        voice_of_row: Tensor,
+        texts: Sequence[Tensor],
+        codes: Sequence[Tensor],
+        guide: AlignmentGuide | None = None,
+    ) -> TeacherForced:
         """Teacher-forced logits of a batch.
 
         cond_mels (V, 80, 517): one conditioning mel per voice of the batch; voice_of_row (B,): each row's voice.
-        texts: B text id tensors (with the appended stop); codes: B code tensors. Returns (mel_logits (N, codes),
-        mel_targets (N,), text_logits (N', text_vocab), text_targets (N',)) over the rows' real positions.
+        texts: B text id tensors (with the appended stop); codes: B code tensors. Returns mel_logits (N, codes),
+        mel_targets (N,), text_logits (N', text_vocab), text_targets (N',) over the rows' real positions, and with
+        a `guide`, the off-diagonal attention mass of its heads.
         """
         decoder, tokens = self.decoder, self.config.tokens
         latents = decoder.get_conditioning(cond_mels[:, None])[voice_of_row]  # (B, C)
         rows, mel_rows, mel_cols, mel_targets, text_rows, text_cols, text_targets = [], [], [], [], [], [], []
+        layouts = []
         for row, (text, row_codes) in enumerate(zip(texts, codes)):
             wrapped = decoder.wrap_text(text[None])[0]  # (T + 2,)
             mel = torch.cat([torch.tensor([tokens.mel_start]), row_codes, torch.tensor([tokens.mel_stop])])  # (M + 2,)
@@ -84,11 +109,34 @@ class AutoregressiveTraining(nn.Module):
             mel_rows += [row] * (len(mel) - 1)
             mel_cols.append(torch.arange(first_mel, first_mel + len(mel) - 1))
             mel_targets.append(mel[1:])
+            layouts.append(RowLayout(1, first_mel, first_mel, first_mel + len(mel) - 1))
         x = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, L, C), padded at the end
-        hidden = decoder.final_norm(decoder.transformer(x))
+        guided_inputs: list[Tensor] = []
+        if guide is not None:
+            if not self.can_guide(guide):
+                raise ValueError(
+                    f"the alignment guide reads layer {guide.layer} and {guide.heads} head(s), but the decoder has "
+                    f"{len(decoder.blocks)} layers of {self.config.heads} heads"
+                )
+            attention = decoder.blocks[guide.layer].attn
+            hook = attention.register_forward_pre_hook(lambda module, args: guided_inputs.append(args[0]))
+        try:
+            hidden = decoder.final_norm(decoder.transformer(x))
+        finally:
+            if guide is not None:
+                hook.remove()
+        off_diagonal = None
+        if guide is not None:
+            b, length, c = guided_inputs[0].shape
+            qkv = attention.qkv(guided_inputs[0]).view(b, length, 3, attention.heads, c // attention.heads)
+            q, k = qkv[:, :, 0, : guide.heads].transpose(1, 2), qkv[:, :, 1, : guide.heads].transpose(1, 2)
+            off_diagonal = off_diagonal_mass(attention_probabilities(q, k), layouts, guide.sigma)
         mel_hidden = hidden[torch.tensor(mel_rows), torch.cat(mel_cols)]
         text_hidden = hidden[torch.tensor(text_rows), torch.cat(text_cols)]
-        return decoder.mel_head(mel_hidden), torch.cat(mel_targets), self.text_head(text_hidden), torch.cat(text_targets)
+        return TeacherForced(
+            decoder.mel_head(mel_hidden), torch.cat(mel_targets), self.text_head(text_hidden), torch.cat(text_targets),
+            off_diagonal,
+        )
 
 
 class ArData:
@@ -146,16 +194,22 @@ def evaluate_decoder(model: AutoregressiveTraining, data: ArData, items: list[in
                      seed: int) -> dict[str, float]:
     """Teacher-forced held-out metrics: code cross-entropy ("loss"), code accuracy (codes and the stop), text loss,
     and text_gain: how much worse (nats per code) the codes are predicted from another row's text (each batch's texts
-    rolled by one), i.e. how much the decoder reads the text; near 0 means it speaks without reading. The
+    rolled by one), i.e. how much the decoder reads the text; near 0 means it speaks without reading; off_diagonal:
+    the alignment guide's loss (`alignment.py`), how far its heads are from reading the text in order. The
     conditioning draws are seeded the same at every evaluation, so the numbers compare across steps."""
     generator = torch.Generator().manual_seed(seed)
-    mel_loss = text_loss = correct = other_text_loss = 0.0
+    guide = settings.alignment if model.can_guide(settings.alignment) else None
+    mel_loss = text_loss = correct = other_text_loss = alignment = 0.0
     codes = texts = other_text_codes = 0
     for start in range(0, len(items), settings.batch_size):
         cond_mels, voice_of_row, batch_texts, batch_codes = data.batch(
             items[start : start + settings.batch_size], settings.conditioning_clips, generator
         )
-        mel_logits, mel_targets, text_logits, text_targets = model(cond_mels, voice_of_row, batch_texts, batch_codes)
+        mel_logits, mel_targets, text_logits, text_targets, off_diagonal = model(
+            cond_mels, voice_of_row, batch_texts, batch_codes, guide
+        )
+        if guide is not None:
+            alignment += float(off_diagonal) * len(batch_texts)
         batch_mel_loss = float(F.cross_entropy(mel_logits, mel_targets, reduction="sum"))
         mel_loss += batch_mel_loss
         text_loss += float(F.cross_entropy(text_logits, text_targets, reduction="sum"))
@@ -163,15 +217,18 @@ def evaluate_decoder(model: AutoregressiveTraining, data: ArData, items: list[in
         codes, texts = codes + len(mel_targets), texts + len(text_targets)
         if len(batch_texts) > 1:
             rolled = batch_texts[1:] + batch_texts[:1]
-            other_logits, _, _, _ = model(cond_mels, voice_of_row, rolled, batch_codes)
+            other_logits = model(cond_mels, voice_of_row, rolled, batch_codes).mel_logits
             other_text_loss += float(F.cross_entropy(other_logits, mel_targets, reduction="sum")) - batch_mel_loss
             other_text_codes += len(mel_targets)
-    return {
+    metrics = {
         "loss": mel_loss / codes,
         "accuracy": correct / codes,
         "text_loss": text_loss / texts,
         "text_gain": other_text_loss / max(other_text_codes, 1),
     }
+    if guide is not None:
+        metrics["off_diagonal"] = alignment / len(items)
+    return metrics
 
 
 def _start_model(settings: AutoregressiveTrainConfig, data: ArData, config: RecipeConfig) -> AutoregressiveTraining:
@@ -210,11 +267,16 @@ def run_autoregressive(work_dir: Path, config: RecipeConfig, progress: TrainProg
         generator = step_generator(config.seed, step)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout: the same on every run
         items = [train[i] for i in batches.batch(step)]
-        mel_logits, mel_targets, text_logits, text_targets = model(*data.batch(items, settings.conditioning_clips, generator))
-        mel_loss = F.cross_entropy(mel_logits, mel_targets)
-        text_loss = F.cross_entropy(text_logits, text_targets)
-        return mel_loss + settings.text_loss_weight * text_loss, {"mel_loss": mel_loss.item(), "text_loss": text_loss.item(),
-                                                                  "codes": float(len(mel_targets))}
+        guide = settings.alignment if settings.alignment_weight > 0 else None
+        forced = model(*data.batch(items, settings.conditioning_clips, generator), guide)
+        mel_loss = F.cross_entropy(forced.mel_logits, forced.mel_targets)
+        text_loss = F.cross_entropy(forced.text_logits, forced.text_targets)
+        total = mel_loss + settings.text_loss_weight * text_loss
+        metrics = {"mel_loss": mel_loss.item(), "text_loss": text_loss.item(), "codes": float(len(forced.mel_targets))}
+        if guide is not None:
+            total = total + settings.alignment_weight * forced.off_diagonal
+            metrics["off_diagonal"] = forced.off_diagonal.item()
+        return total, metrics
 
     run.train(loss, lambda trained: evaluate_decoder(trained, data, valid, settings, config.seed), "items/s",
               settings.batch_size)

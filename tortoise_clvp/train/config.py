@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, DvaeConfig, VocoderConfig
+from .alignment import AlignmentGuide
 
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
@@ -240,6 +241,8 @@ class AutoregressiveTrainConfig:
     plus text_loss_weight times the text cross-entropy, as Tortoise trains. Each item is conditioned on up to
     conditioning_clips OTHER utterances of its voice (cropped to the 6 s the decoder sees), so the conditioning
     encoder learns the voice rather than the words; the items of one voice in a batch share that conditioning.
+    With alignment_weight > 0, the guided attention loss of `alignment.py` (the attention mass of a few heads that
+    falls off the text's diagonal) is added, so the decoder learns to read the text in order sooner.
     """
 
     model: AutoregressiveConfig = field(
@@ -252,6 +255,8 @@ class AutoregressiveTrainConfig:
     )
     batch_size: int = 32
     text_loss_weight: float = 0.01
+    alignment: AlignmentGuide = field(default_factory=AlignmentGuide)  # the heads the alignment guide reads
+    alignment_weight: float = 0.0  # weight of its loss in training (0: only reported, as held-out off_diagonal)
     conditioning_clips: int = 3
     fix_tail_length: int = 3
     valid_items: int = 256  # held-out utterances scored at every evaluation
@@ -358,6 +363,7 @@ class RecipeConfig:
         autoregressive = replace(
             full.autoregressive,
             model=AutoregressiveConfig(layers=1, model_dim=32, heads=2, conditioning_attn_blocks=1, dropout=0.1),
+            alignment=AlignmentGuide(layer=0, heads=1),
             loop=smoke_loop,
             batch_size=4,
             valid_items=4,
