@@ -256,7 +256,7 @@ class AutoregressiveTrainConfig:
     batch_size: int = 32
     text_loss_weight: float = 0.01
     alignment: AlignmentGuide = field(default_factory=AlignmentGuide)  # the heads the alignment guide reads
-    alignment_weight: float = 0.0  # weight of its loss in training (0: only reported, as held-out off_diagonal)
+    alignment_weight: float = 1.0  # weight of its loss in training (0: only reported, as held-out off_diagonal)
     conditioning_clips: int = 3
     fix_tail_length: int = 3
     valid_items: int = 256  # held-out utterances scored at every evaluation
