@@ -13,6 +13,7 @@ from tortoise_clvp.train.alignment import (
     RowLayout,
     attention_probabilities,
     diagonal_band,
+    head_attention,
     off_diagonal_mass,
 )
 from tortoise_clvp.train.autoregressive import AutoregressiveTraining
@@ -60,6 +61,9 @@ def test_attention_is_the_decoders_causal_attention():
     attention = attention_probabilities(q, k)
     torch.testing.assert_close(attention @ v, F.scaled_dot_product_attention(q, k, v, is_causal=True))
     assert attention[..., 0, 1:].abs().max() == 0  # nothing from the future
+    # from a fused projection laid out as the decoder's (B, L, [q | k | v] x heads x d): the first heads only
+    qkv = torch.cat([x.transpose(1, 2).reshape(2, 7, 24) for x in (q, k, v)], dim=-1)
+    torch.testing.assert_close(head_attention(qkv, heads=3, first=2), attention[:, :2])
 
 
 def _batch():

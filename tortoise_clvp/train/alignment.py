@@ -58,6 +58,14 @@ def attention_probabilities(q: Tensor, k: Tensor) -> Tensor:
     return scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
 
 
+def head_attention(qkv: Tensor, heads: int, first: int) -> Tensor:
+    """The causal attention (B, first, L, L) of the first `first` of `heads` heads, from a layer's fused query, key,
+    value projection (B, L, 3 * C) (the decoder's `SelfAttention.qkv` output)."""
+    b, length, width = qkv.shape
+    q, k, _ = qkv.view(b, length, 3, heads, width // (3 * heads))[:, :, :, :first].permute(2, 0, 3, 1, 4)
+    return attention_probabilities(q, k)
+
+
 def off_diagonal_mass(attention: Tensor, layouts: list[RowLayout], sigma: float) -> Tensor:
     """The guide's loss: attention (B, H, L, L) of the guided heads, each row's layout -> the mean over rows, heads
     and mel positions of the attention mass outside the diagonal band (a scalar in [0, 1])."""

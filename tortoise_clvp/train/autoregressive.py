@@ -26,7 +26,7 @@ from ..frontend.mel import load_mel_norms
 from ..frontend.text import BpeTokenizer
 from ..models.autoregressive import AutoregressiveModel
 from ..pipeline.decoding import DecodingOptions
-from .alignment import AlignmentGuide, RowLayout, attention_probabilities, off_diagonal_mass
+from .alignment import AlignmentGuide, RowLayout, head_attention, off_diagonal_mass
 from .batches import BucketedBatches
 from .codes import MEL_NORMS_FILE, SpeechCodes, load_codes, speech_tokens
 from .config import (
@@ -111,26 +111,25 @@ class AutoregressiveTraining(nn.Module):
             mel_targets.append(mel[1:])
             layouts.append(RowLayout(1, first_mel, first_mel, first_mel + len(mel) - 1))
         x = nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, L, C), padded at the end
-        guided_inputs: list[Tensor] = []
+        guided_inputs: list[Tensor] = []  # what the guided layer's attention sees
+        hook = None
         if guide is not None:
             if not self.can_guide(guide):
                 raise ValueError(
                     f"the alignment guide reads layer {guide.layer} and {guide.heads} head(s), but the decoder has "
                     f"{len(decoder.blocks)} layers of {self.config.heads} heads"
                 )
-            attention = decoder.blocks[guide.layer].attn
-            hook = attention.register_forward_pre_hook(lambda module, args: guided_inputs.append(args[0]))
+            guided = decoder.blocks[guide.layer].attn
+            hook = guided.register_forward_pre_hook(lambda module, args: guided_inputs.append(args[0]))
         try:
             hidden = decoder.final_norm(decoder.transformer(x))
         finally:
-            if guide is not None:
+            if hook is not None:
                 hook.remove()
         off_diagonal = None
         if guide is not None:
-            b, length, c = guided_inputs[0].shape
-            qkv = attention.qkv(guided_inputs[0]).view(b, length, 3, attention.heads, c // attention.heads)
-            q, k = qkv[:, :, 0, : guide.heads].transpose(1, 2), qkv[:, :, 1, : guide.heads].transpose(1, 2)
-            off_diagonal = off_diagonal_mass(attention_probabilities(q, k), layouts, guide.sigma)
+            attention = head_attention(guided.qkv(guided_inputs[0]), guided.heads, guide.heads)
+            off_diagonal = off_diagonal_mass(attention, layouts, guide.sigma)
         mel_hidden = hidden[torch.tensor(mel_rows), torch.cat(mel_cols)]
         text_hidden = hidden[torch.tensor(text_rows), torch.cat(text_cols)]
         return TeacherForced(
