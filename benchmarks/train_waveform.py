@@ -11,13 +11,13 @@ log-mel L1 and multi-resolution STFT loss, and, scored by Whisper tiny.en (the `
 - corpus audio: the clip itself (the ceiling of everything);
 - vocoded ground truth: the clip's own mel through the trained vocoder;
 - diffusion from true codes: the clip's true codes made into latents as the diffusion stage makes them (the trained
-  decoder, conditioned on other clips of the voice), sampled by the trained diffusion decoder with the `fast_dpm`
-  preset's sampler (DPM-Solver++, guidance) and vocoded: the waveform stages' ceiling when the decoder samples the
-  right codes.
+  decoder, conditioned on other clips of the voice), sampled by the trained diffusion decoder with the sampler of
+  `--preset` (default fast_dpm: DPM-Solver++, 20 steps, guidance) and vocoded: the waveform stages' ceiling when
+  the decoder samples the right codes.
 WER and CER are corpus-level (edit distances summed over the sentences), after the normaliser of `eval.asr`.
 
-Usage: python benchmarks/train_waveform.py WORK_DIR [--sentences 50] [--steps 5] [--seed 0] [--threads 1]
-       [--no-asr] [--out benchmarks/results/train_waveform.json]
+Usage: python benchmarks/train_waveform.py WORK_DIR [--sentences 50] [--steps 5] [--preset fast_dpm] [--seed 0]
+       [--threads 1] [--no-asr] [--out benchmarks/results/train_waveform.json]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ STAGES = {"diffusion": DIFFUSION_DIR, "vocoder": VOCODER_DIR}
 PREVIEWS_DIR = "previews"  # a few wavs per kind go to WORK_DIR/previews, for listening
 SAVED_PREVIEWS = 3
 KINDS = ("corpus_audio", "vocoded_ground_truth", "diffusion_from_true_codes")
-SAMPLER = preset("fast_dpm").diffusion
+DEFAULT_PRESET = "fast_dpm"
 CONDITIONING_FRAMES = DIFFUSION_CONDITIONING_SAMPLES // HOP_LENGTH + 1
 
 
@@ -165,7 +165,7 @@ def quality(work_dir: Path, config: RecipeConfig, args: argparse.Namespace) -> d
             others = data.pools[utterance.voice]
             reference = load_audio(folder / utterances[others[number % len(others)]].wav_22k, CONDITIONING_SAMPLE_RATE)
             voice = diffusion_conditioning(diffusion, [reference])
-            mel = latents_to_mel(diffusion, latents, voice, SAMPLER, generator)
+            mel = latents_to_mel(diffusion, latents, voice, preset(args.preset).diffusion, generator)
             audio["diffusion_from_true_codes"] = vocoder.inference(mel[None], generator)[0, 0]
         for kind in kinds[1:]:
             made = audio[kind][: truth.shape[0]]
@@ -193,6 +193,7 @@ def main() -> None:
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--sentences", type=int, default=50)
     parser.add_argument("--steps", type=int, default=5, help="training steps timed per stage (0: none)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help="whose diffusion sampler makes the true codes' mels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-asr", action="store_true", help="spectral losses only")

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from tortoise_clvp.config import AutoregressiveConfig
 from tortoise_clvp.train.alignment import (
-    AlignmentGuide,
     RowLayout,
     attention_probabilities,
     diagonal_band,
@@ -17,6 +16,7 @@ from tortoise_clvp.train.alignment import (
     off_diagonal_mass,
 )
 from tortoise_clvp.train.autoregressive import AutoregressiveTraining
+from tortoise_clvp.train.config import AlignmentGuide
 
 CONFIG = AutoregressiveConfig(layers=2, model_dim=32, heads=2, max_text_tokens=20, max_mel_tokens=30,
                               number_mel_codes=18, conditioning_attn_blocks=1, calm_code=1, fix_tail=(1, 1, 1))

@@ -23,16 +23,6 @@ from torch import Tensor
 
 
 @dataclass(frozen=True)
-class AlignmentGuide:
-    """Which attention the guide reads: the first `heads` heads of decoder layer `layer` (0-based), and the band's
-    width sigma in relative position (Tachibana et al.: 0.2)."""
-
-    layer: int = 1
-    heads: int = 2
-    sigma: float = 0.2
-
-
-@dataclass(frozen=True)
 class RowLayout:
     """Where a teacher-forced row keeps its text and its mel queries: text keys at [text_start, text_end), the
     positions that predict codes at [mel_start, mel_end)."""

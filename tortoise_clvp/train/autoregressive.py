@@ -26,7 +26,7 @@ from ..frontend.mel import load_mel_norms
 from ..frontend.text import BpeTokenizer
 from ..models.autoregressive import AutoregressiveModel
 from ..pipeline.decoding import DecodingOptions
-from .alignment import AlignmentGuide, RowLayout, head_attention, off_diagonal_mass
+from .alignment import RowLayout, head_attention, off_diagonal_mass
 from .batches import BucketedBatches
 from .codes import MEL_NORMS_FILE, SpeechCodes, load_codes, speech_tokens
 from .config import (
@@ -34,6 +34,7 @@ from .config import (
     TOKENIZER_DIR,
     TRAIN_SPLIT,
     VALID_SPLIT,
+    AlignmentGuide,
     AutoregressiveTrainConfig,
     RecipeConfig,
     TrainProgress,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import AutoregressiveConfig, ClvpConfig, DiffusionConfig, DvaeConfig, VocoderConfig
-from .alignment import AlignmentGuide
 
 # Work folder layout (relative to WORK_DIR), shared by every stage.
 CORPUS_DIR = "corpus"  # metadata.jsonl, wavs_22k/, wavs_24k/
@@ -192,7 +191,7 @@ class DiffusionTrainConfig:
         default_factory=lambda: DiffusionConfig(model_channels=128, num_layers=4, num_heads=4, prediction="v")
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=3000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
+        default_factory=lambda: LoopConfig(steps=8000, learning_rate=4e-4, weight_decay=0.01, ema_decay=0.999)
     )
     batch_size: int = 8
     max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
@@ -232,6 +231,16 @@ class CodesConfig:
 
 
 @dataclass(frozen=True)
+class AlignmentGuide:
+    """Which attention the alignment guide (`alignment.py`) reads: the first `heads` heads of decoder layer `layer`
+    (0-based), and the band's width sigma in relative position (Tachibana et al.: 0.2)."""
+
+    layer: int = 1
+    heads: int = 2
+    sigma: float = 0.2
+
+
+@dataclass(frozen=True)
 class AutoregressiveTrainConfig:
     """The decoder (a small `AutoregressiveConfig`) trained by teacher forcing on (voice, text, codes) triples.
 
@@ -250,7 +259,7 @@ class AutoregressiveTrainConfig:
                                                      dropout=0.1)
     )
     loop: LoopConfig = field(
-        default_factory=lambda: LoopConfig(steps=2000, learning_rate=6e-4, warmup_steps=100, weight_decay=0.01,
+        default_factory=lambda: LoopConfig(steps=4500, learning_rate=6e-4, warmup_steps=100, weight_decay=0.01,
                                            eval_every=150, checkpoint_every=25, patience=4)
     )
     batch_size: int = 32
