@@ -1,5 +1,6 @@
 """The export stage: a native model folder that TextToSpeech loads and samples candidates from, with the DVAE its
-codebook comes from and a model card of the measured metrics; a finished export is left as it is. Fine-tuning
+codebook comes from and a model card of the measured metrics; a finished, current export is left as it is, and
+one older than a stage's best weights is redone. Fine-tuning
 from an export (`--init`) keeps its tokenizer, mel norms, codebook and sizes."""
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     config_file(work / VOCODER_DIR, "vocoder").write_text(json.dumps(vocoder.config.to_dict()))
     run_export(work, RecipeConfig.smoke(), no_progress)
     assert TextToSpeech.from_local(export).models.vocoder is not None and (export / MODEL_CARD_FILE).is_file()
+    # a stage trained on (new best weights after the export): the next export takes them
+    before = (export / MODEL_CARD_FILE).stat().st_mtime_ns
+    with torch.no_grad():
+        next(vocoder.parameters()).add_(1.0)
+    save_file(vocoder.state_dict(), str(weights_file(work / VOCODER_DIR, "vocoder")))
+    run_export(work, RecipeConfig.smoke(), no_progress)
+    assert (export / MODEL_CARD_FILE).stat().st_mtime_ns > before
+    reloaded = TextToSpeech.from_local(export).models.vocoder
+    torch.testing.assert_close(next(reloaded.parameters()), next(vocoder.parameters()).half().float())
 
 
 def test_fine_tuning_from_an_export_keeps_its_tokenizer_codebook_and_sizes(tmp_path_factory, tmp_path):

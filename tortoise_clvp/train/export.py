@@ -5,7 +5,7 @@ vocoder (once their stages have trained them), the speech codes' DVAE (for fine-
 previews), the trained tokenizer.json and mel_norms.pth, and MODEL_CARD.md: data, voices and licences, the recipe
 command, and the metrics the stages measured. The card is written last, so a folder without it is unfinished and
 the stage redoes it; with it, the stage is skipped unless a stage trained a part the folder lacks (the diffusion
-decoder or the vocoder, trained after an earlier export).
+decoder or the vocoder, trained after an earlier export) or wrote new best weights since (trained on).
 """
 
 from __future__ import annotations
@@ -144,12 +144,22 @@ def model_card(work_dir: Path, config: RecipeConfig, parts: dict[str, nn.Module]
     return "\n".join(lines) + "\n"
 
 
+def _retrained_since(work_dir: Path, card: Path) -> bool:
+    """Whether a stage wrote new best weights after the export's model card (a stage trained on with --steps)."""
+    stages = {AUTOREGRESSIVE_DIR: "autoregressive", CLVP_DIR: "clvp", CODES_DIR: "dvae"}
+    stages.update({folder: part for folder, (part, _, _) in WAVEFORM_PARTS.items()})
+    written = card.stat().st_mtime_ns
+    files = [weights_file(work_dir / folder, part) for folder, part in stages.items()]
+    return any(file.is_file() and file.stat().st_mtime_ns > written for file in files)
+
+
 def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> None:
-    """Write WORK_DIR/export (replacing an unfinished or outdated one); skipped when it is complete."""
+    """Write WORK_DIR/export (replacing an unfinished or outdated one); skipped when it is complete and current."""
     work_dir = Path(work_dir)
     export = work_dir / EXPORT_DIR
     trained = {folder: part for folder, (part, _, _) in WAVEFORM_PARTS.items() if weights_file(work_dir / folder, part).is_file()}
-    if (export / MODEL_CARD_FILE).is_file() and set(trained.values()) <= set(read_meta(export)):
+    card = export / MODEL_CARD_FILE
+    if card.is_file() and set(trained.values()) <= set(read_meta(export)) and not _retrained_since(work_dir, card):
         return
     parts: dict[str, nn.Module] = {"autoregressive": load_decoder(work_dir), "clvp": load_scorer(work_dir)}
     for folder, part in trained.items():
