@@ -1,5 +1,5 @@
-"""The alignment guide: the diagonal band, the off-diagonal mass of hand-made attention, attention computed as the
-decoder computes it, and the loss training the guided heads (and nothing after them) toward the diagonal."""
+"""The alignment guide's pieces: the diagonal band, the off-diagonal mass of hand-made attention, and attention
+computed as the decoder computes it (the guide in the decoder's training: test_train_autoregressive.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tortoise_clvp.config import AutoregressiveConfig
 from tortoise_clvp.train.alignment import (
     RowLayout,
     attention_probabilities,
@@ -15,11 +14,6 @@ from tortoise_clvp.train.alignment import (
     head_attention,
     off_diagonal_mass,
 )
-from tortoise_clvp.train.autoregressive import AutoregressiveTraining
-from tortoise_clvp.train.config import AlignmentGuide
-
-CONFIG = AutoregressiveConfig(layers=2, model_dim=32, heads=2, max_text_tokens=20, max_mel_tokens=30,
-                              number_mel_codes=18, conditioning_attn_blocks=1, calm_code=1, fix_tail=(1, 1, 1))
 
 
 def test_the_band_is_one_on_the_diagonal_and_falls_off():
@@ -64,39 +58,3 @@ def test_attention_is_the_decoders_causal_attention():
     # from a fused projection laid out as the decoder's (B, L, [q | k | v] x heads x d): the first heads only
     qkv = torch.cat([x.transpose(1, 2).reshape(2, 7, 24) for x in (q, k, v)], dim=-1)
     torch.testing.assert_close(head_attention(qkv, heads=3, first=2), attention[:, :2])
-
-
-def _batch():
-    cond = torch.randn(1, 80, 40, generator=torch.Generator().manual_seed(1))
-    texts = [torch.tensor([5, 6, 7, 8, 0]), torch.tensor([9, 10, 0])]
-    codes = [torch.tensor([3, 4, 5, 6, 7, 8, 9, 10]), torch.tensor([7, 8, 9, 10, 11])]
-    return cond, torch.zeros(2, dtype=torch.long), texts, codes
-
-
-def test_the_guide_trains_its_heads_toward_the_diagonal_and_nothing_after_them():
-    torch.manual_seed(0)
-    model = AutoregressiveTraining(CONFIG)
-    guide = AlignmentGuide(layer=0, heads=1)
-    batch = _batch()
-    first = model(*batch, guide).off_diagonal
-    first.backward()
-    assert model.decoder.blocks[0].attn.qkv.weight.grad.abs().max() > 0
-    assert all(p.grad is None for p in model.decoder.blocks[1].parameters())  # later layers do not shape it
-    assert model.decoder.mel_head.weight.grad is None
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss = model(*batch, guide).off_diagonal
-        loss.backward()
-        optimizer.step()
-    assert model(*batch, guide).off_diagonal.item() < 0.5 * first.item()
-
-
-def test_without_a_guide_nothing_is_computed_and_a_guide_beyond_the_decoder_is_refused():
-    model = AutoregressiveTraining(CONFIG)
-    assert model(*_batch()).off_diagonal is None
-    assert model.can_guide(AlignmentGuide(layer=1, heads=2)) and not model.can_guide(AlignmentGuide(layer=2))
-    with pytest.raises(ValueError, match="reads layer 2 and 2 head"):
-        model(*_batch(), AlignmentGuide(layer=2))
-    with pytest.raises(ValueError, match="2 layers of 2 heads"):
-        model(*_batch(), AlignmentGuide(layer=0, heads=3))

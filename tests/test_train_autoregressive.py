@@ -1,5 +1,6 @@
 """The decoder's training stage: rows laid out exactly as teacher forcing lays them out one by one, held-out
-metrics, and a resumed run ending with the same weights as an uninterrupted one."""
+metrics, the alignment guide training its heads, and a resumed run ending with the same weights as an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tortoise_clvp.train.autoregressive import (
     load_decoder,
     run_autoregressive,
 )
-from tortoise_clvp.train.config import AUTOREGRESSIVE_DIR, LoopConfig, RecipeConfig
+from tortoise_clvp.train.config import AUTOREGRESSIVE_DIR, AlignmentGuide, LoopConfig, RecipeConfig
 from tortoise_clvp.train.loop import CHECKPOINT_FILE, METRICS_FILE
 
 CONFIG = AutoregressiveConfig(layers=2, model_dim=32, heads=2, max_text_tokens=20, max_mel_tokens=30,
@@ -82,6 +83,42 @@ def test_text_gain_is_the_loss_added_by_another_rows_text():
     assert 0 < metrics["off_diagonal"] < 1  # the guide's heads (layer 0, head 0 in the smoke recipe), measured
     beyond = replace(settings, alignment=replace(settings.alignment, layer=CONFIG.layers))
     assert "off_diagonal" not in evaluate_decoder(model, FixedItems(texts, codes), [0, 1], beyond, seed=3)
+
+
+def _guide_batch():
+    cond = torch.randn(1, 80, 40, generator=torch.Generator().manual_seed(1))
+    texts = [torch.tensor([5, 6, 7, 8, 0]), torch.tensor([9, 10, 0])]
+    codes = [torch.tensor([3, 4, 5, 6, 7, 8, 9, 10]), torch.tensor([7, 8, 9, 10, 11])]
+    return cond, torch.zeros(2, dtype=torch.long), texts, codes
+
+
+def test_the_guide_trains_its_heads_toward_the_diagonal_and_nothing_after_them():
+    torch.manual_seed(0)
+    model = AutoregressiveTraining(CONFIG)
+    guide = AlignmentGuide(layer=0, heads=1)
+    batch = _guide_batch()
+    first = model(*batch, guide).off_diagonal
+    first.backward()
+    assert model.decoder.blocks[0].attn.qkv.weight.grad.abs().max() > 0
+    assert all(p.grad is None for p in model.decoder.blocks[1].parameters())  # later layers do not shape it
+    assert model.decoder.mel_head.weight.grad is None
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = model(*batch, guide).off_diagonal
+        loss.backward()
+        optimizer.step()
+    assert model(*batch, guide).off_diagonal.item() < 0.5 * first.item()
+
+
+def test_without_a_guide_nothing_is_computed_and_a_guide_beyond_the_decoder_is_refused():
+    model = AutoregressiveTraining(CONFIG)
+    assert model(*_guide_batch()).off_diagonal is None
+    assert model.can_guide(AlignmentGuide(layer=1, heads=2)) and not model.can_guide(AlignmentGuide(layer=2))
+    with pytest.raises(ValueError, match="reads layer 2 and 2 head"):
+        model(*_guide_batch(), AlignmentGuide(layer=2))
+    with pytest.raises(ValueError, match="2 layers of 2 heads"):
+        model(*_guide_batch(), AlignmentGuide(layer=0, heads=3))
 
 
 def _config(steps: int) -> RecipeConfig:

@@ -256,7 +256,7 @@ class DiffusionModel(nn.Module):
         out = self.out_conv(F.silu(self.out_norm(h)))
         if self.config.prediction == "v":
             bands = x.shape[1]
-            abar = self.alphas_cumprod.to(x.device)[timesteps].float()[:, None, None]  # (B, 1, 1)
+            abar = self.alphas_cumprod[timesteps].float()[:, None, None]  # (B, 1, 1)
             eps = (1 - abar).sqrt() * x.float() + abar.sqrt() * out[:, :bands].float()
             out = torch.cat([eps.to(out.dtype), out[:, bands:]], dim=1)
         return out

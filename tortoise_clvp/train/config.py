@@ -1,10 +1,10 @@
 """Every training setting in one place: one frozen dataclass per stage, gathered in `RecipeConfig`.
 
-`RecipeConfig()` is the full recipe. Measured on a quiet 2-core machine (2026-11-29; the model stages on one thread
-each, two at a time): corpus 20 min, tokenizer 1 min, codes 13 min, decoder 61 min, CLVP 25 min, vocoder 41 min,
-diffusion 28 min plus its examples. Its diffusion decoder does not yet make speech at this budget (see the README).
-`RecipeConfig.smoke()` runs every stage at toy
-scale (a handful of sentences, a few steps each) so a test can prove the whole recipe in about two minutes.
+`RecipeConfig()` is the full recipe. Measured on a 2-core machine (2026-11-29/30; the model stages on one thread
+each, two at a time): corpus 20 min, tokenizer 1 min, codes 13 min, decoder 61 min for its first 2000 steps and
+~90 min for the 2500 after, CLVP 25 min, vocoder 41 min, diffusion ~95 min plus its examples. The model does not
+yet speak at these budgets (see the README). `RecipeConfig.smoke()` runs every stage at toy scale (a handful of
+sentences, a few steps each) so a test can prove the whole recipe in about two minutes.
 Stage functions take the whole `RecipeConfig` and read their own part.
 """
 

@@ -6,9 +6,9 @@ The network predicts epsilon and a learned-range variance value v in [-1, 1] (th
 
     MSE(eps, eps_hat)  +  vb_weight * L_vb,
 
-(for a decoder that predicts v, the MSE is taken on v: the epsilon MSE / abar_t, since its eps error is sqrt(abar_t)
-times its v error), where L_vb is, in bits per dimension, the KL between the true posterior q(x_{t-1} | x_t, x_0) and the model's
-Gaussian at t > 0, and the discretised Gaussian negative log-likelihood of x_0 at t = 0. L_vb sees the predicted
+(for a decoder that predicts v, the MSE is taken on v: the epsilon MSE / abar_t, since its eps error is
+sqrt(abar_t) times its v error), where L_vb is, in bits per dimension, the KL between the true posterior
+q(x_{t-1} | x_t, x_0) and the model's Gaussian at t > 0, and the discretised Gaussian negative log-likelihood of x_0 at t = 0. L_vb sees the predicted
 mean through a stopped gradient, so it trains only the variance and the MSE alone shapes epsilon. Timesteps are the
 4000 of `samplers.linear_betas`, the schedule every sampler respaces.
 """

@@ -25,8 +25,11 @@ from ..models.diffusion import DiffusionModel
 from ..models.dvae import DiscreteVae
 from ..models.vocoder import UnivNetVocoder
 from ..weights.native import MODEL_CARD_FILE, build_part, read_meta, read_part, save_native
+from .autoregressive import PART as AUTOREGRESSIVE_PART
 from .autoregressive import load_decoder
+from .clvp import PART as CLVP_PART
 from .clvp import load_scorer
+from .codes import PART as DVAE_PART
 from .codes import load_codes, load_dvae
 from .config import (
     AUTOREGRESSIVE_DIR,
@@ -146,7 +149,7 @@ def model_card(work_dir: Path, config: RecipeConfig, parts: dict[str, nn.Module]
 
 def _retrained_since(work_dir: Path, card: Path) -> bool:
     """Whether a stage wrote new best weights after the export's model card (a stage trained on with --steps)."""
-    stages = {AUTOREGRESSIVE_DIR: "autoregressive", CLVP_DIR: "clvp", CODES_DIR: "dvae"}
+    stages = {AUTOREGRESSIVE_DIR: AUTOREGRESSIVE_PART, CLVP_DIR: CLVP_PART, CODES_DIR: DVAE_PART}
     stages.update({folder: part for folder, (part, _, _) in WAVEFORM_PARTS.items()})
     written = card.stat().st_mtime_ns
     files = [weights_file(work_dir / folder, part) for folder, part in stages.items()]
@@ -165,7 +168,7 @@ def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) ->
     for folder, part in trained.items():
         _, model_class, config_class = WAVEFORM_PARTS[folder]
         parts[part] = load_trained(work_dir / folder, part, model_class, config_class)
-    trained_dvae = weights_file(work_dir / CODES_DIR, "dvae").is_file()  # not when fine-tuning: the init's is reused
+    trained_dvae = weights_file(work_dir / CODES_DIR, DVAE_PART).is_file()  # not when fine-tuning: the init's is reused
     parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir or work_dir))
     storage = getattr(torch, config.export.storage_dtype)
     save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True, storage_dtype=storage)
