@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from tortoise_clvp.train.config import LoopConfig
-from tortoise_clvp.train.loop import METRICS_FILE, StageRun, learning_rate_at, step_generator
+from tortoise_clvp.errors import OptionsError
+from tortoise_clvp.train.loop import METRICS_FILE, StageRun, learning_rate_at, step_generator, training_device
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,16 @@ def test_an_early_stopped_run_stays_stopped(tmp_path):
     assert _fit(stopped, evaluations=[1.0, 2.0, 3.0]) == list(range(15))  # no gain twice after step 5: stop at 15
     again = _run(tmp_path / "b", 80, patience=2)
     assert again.finished and _fit(again) == [] and again.state.best_step == 5
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gpu7", "unknown device 'gpu7'"),
+    ("cuda:99", "not available here"),
+    ("meta", "runs on cpu or cuda devices"),
+])
+def test_a_device_that_cannot_train_is_refused_clearly(tmp_path, name, message):
+    with pytest.raises(OptionsError, match=message):
+        training_device(name)
+    with pytest.raises(OptionsError, match=message):
+        StageRun(tmp_path / "c", "line", Line(), LoopConfig(steps=1, learning_rate=0.1), lambda *args: None, name)
+    assert training_device("cpu") == torch.device("cpu")

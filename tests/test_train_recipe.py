@@ -83,6 +83,19 @@ def test_cli_steps_is_refused_where_it_means_nothing(tmp_path: Path, stage, step
     assert not (tmp_path / "w").exists()
 
 
+def test_cli_device_reaches_the_config_for_the_decoder_only(monkeypatch, tmp_path: Path):
+    seen = {}
+    monkeypatch.setattr(recipe, "run_stage", lambda name, work, config, progress: seen.update(config=config))
+    result = runner.invoke(app, ["train", "autoregressive", str(tmp_path / "w"), "--device", "cuda:1"])
+    assert result.exit_code == 0, result.output
+    assert seen["config"].device == "cuda:1"
+    for stage in ("diffusion", "all"):
+        result = runner.invoke(app, ["train", stage, str(tmp_path / "w"), "--device", "cuda"])
+        assert result.exit_code == 2
+        assert "--device: only autoregressive can train on 'cuda' so far" in " ".join(result.output.split())
+    assert RecipeConfig().with_device("clvp", "cpu").device == "cpu"
+
+
 def test_cli_corpus_from_data_reports_skipped_items(tmp_path: Path):
     folder = tmp_path / "my_voice"
     (folder / "wavs").mkdir(parents=True)

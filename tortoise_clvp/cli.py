@@ -497,6 +497,7 @@ def train(
     init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune from this native model folder instead of training from scratch.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the whole recipe (default: the recipe's).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps of this model stage (default: the recipe's); raise it to train a finished run on.")] = None,
+    device: Annotated[str, typer.Option(help="Where the stage trains: cpu, cuda, cuda:1 (the autoregressive stage; the others train on the cpu).")] = "cpu",
 ) -> None:
     from .train.config import RecipeConfig
     from .train.recipe import get_stage, run_all, run_stage
@@ -515,6 +516,10 @@ def train(
             config = config.with_steps(stage, steps)
         except ValueError as error:
             _fail(f"--steps: {error}")
+    try:
+        config = config.with_device(stage, device)
+    except ValueError as error:
+        _fail(f"--device: {error}")
 
     def announce(step) -> None:
         bars.bar.console.print(f"[bold]{step.name}[/]: {step.summary}")

@@ -89,17 +89,20 @@ class AutoregressiveTraining(nn.Module):
         cond_mels (V, 80, 517): one conditioning mel per voice of the batch; voice_of_row (B,): each row's voice.
         texts: B text id tensors (with the appended stop); codes: B code tensors. Returns mel_logits (N, codes),
         mel_targets (N,), text_logits (N', text_vocab), text_targets (N',) over the rows' real positions, and with
-        a `guide`, the off-diagonal attention mass of its heads.
+        a `guide`, the off-diagonal attention mass of its heads. Inputs may live on the CPU: the batch is computed
+        on the decoder's device.
         """
         decoder, tokens = self.decoder, self.config.tokens
-        latents = decoder.get_conditioning(cond_mels[:, None])[voice_of_row]  # (B, C)
+        device = decoder.device
+        latents = decoder.get_conditioning(cond_mels[:, None].to(device))[voice_of_row.to(device)]  # (B, C)
+        mel_start, mel_stop = torch.tensor([tokens.mel_start]), torch.tensor([tokens.mel_stop])
         rows, mel_rows, mel_cols, mel_targets, text_rows, text_cols, text_targets = [], [], [], [], [], [], []
         layouts = []
         for row, (text, row_codes) in enumerate(zip(texts, codes)):
             wrapped = decoder.wrap_text(text[None])[0]  # (T + 2,)
-            mel = torch.cat([torch.tensor([tokens.mel_start]), row_codes, torch.tensor([tokens.mel_stop])])  # (M + 2,)
-            text_emb = decoder.text_embedding(wrapped) + decoder.text_pos(torch.arange(len(wrapped)))
-            mel_emb = decoder.embed_mel(mel[None], torch.arange(len(mel)))[0]
+            mel = torch.cat([mel_start, row_codes.cpu(), mel_stop])  # (M + 2,)
+            text_emb = decoder.text_embedding(wrapped.to(device)) + decoder.text_pos(torch.arange(len(wrapped), device=device))
+            mel_emb = decoder.embed_mel(mel[None].to(device), torch.arange(len(mel), device=device))[0]
             rows.append(torch.cat([latents[row, None], text_emb, mel_emb]))  # (1 + T + 2 + M + 2, C)
             # position j predicts input j + 1: text positions 1..T+1 predict text 1..T+1, mel start..last code
             # predict the codes and the stop
@@ -131,11 +134,11 @@ class AutoregressiveTraining(nn.Module):
         if guide is not None:
             attention = head_attention(guided.qkv(guided_inputs[0]), guided.heads, guide.heads)
             off_diagonal = off_diagonal_mass(attention, layouts, guide.sigma)
-        mel_hidden = hidden[torch.tensor(mel_rows), torch.cat(mel_cols)]
-        text_hidden = hidden[torch.tensor(text_rows), torch.cat(text_cols)]
+        mel_hidden = hidden[torch.tensor(mel_rows, device=device), torch.cat(mel_cols).to(device)]
+        text_hidden = hidden[torch.tensor(text_rows, device=device), torch.cat(text_cols).to(device)]
         return TeacherForced(
-            decoder.mel_head(mel_hidden), torch.cat(mel_targets), self.text_head(text_hidden), torch.cat(text_targets),
-            off_diagonal,
+            decoder.mel_head(mel_hidden), torch.cat(mel_targets).to(device), self.text_head(text_hidden),
+            torch.cat(text_targets).to(device), off_diagonal,
         )
 
 
@@ -261,7 +264,7 @@ def run_autoregressive(work_dir: Path, config: RecipeConfig, progress: TrainProg
         raise ValueError("no training utterance fits the decoder (or no voice has two of them to condition on)")
     valid = valid or train[: settings.valid_items]
     batches = BucketedBatches([data.codes.length(i) + len(data.texts[i]) for i in train], settings.batch_size, config.seed)
-    run = StageRun(work_dir / AUTOREGRESSIVE_DIR, PART, model, settings.loop, progress)
+    run = StageRun(work_dir / AUTOREGRESSIVE_DIR, PART, model, settings.loop, progress, config.device)
 
     def loss(step: int) -> tuple[Tensor, dict[str, float]]:
         generator = step_generator(config.seed, step)

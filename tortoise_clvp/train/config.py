@@ -306,6 +306,7 @@ class ExportConfig:
 
 
 TRAINED_STAGES = ("codes", "autoregressive", "clvp", "diffusion", "vocoder")  # the stages with a training loop
+DEVICE_STAGES = ("autoregressive",)  # the stages that can train on an accelerator; the others train on the CPU
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,7 @@ class RecipeConfig:
 
     seed: int = 1234
     init_dir: Optional[Path] = None  # a native model folder the model stages fine-tune from (None: from scratch)
+    device: str = "cpu"  # where DEVICE_STAGES train (torch's names: cpu, cuda, cuda:1); see `with_device`
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     codes: CodesConfig = field(default_factory=CodesConfig)
@@ -332,6 +334,13 @@ class RecipeConfig:
             raise ValueError(f"a step budget must be at least 1, got {steps}")
         settings = getattr(self, stage)
         return replace(self, **{stage: replace(settings, loop=replace(settings.loop, steps=steps))})
+
+    def with_device(self, stage: str, device: str) -> "RecipeConfig":
+        """This recipe training stage `stage` on `device`. ValueError for a stage that trains only on the CPU (the
+        batches are the same on every device, drawn on the CPU; the recipe's `seed` gives the same batches)."""
+        if device != "cpu" and stage not in DEVICE_STAGES:
+            raise ValueError(f"only {', '.join(DEVICE_STAGES)} can train on {device!r} so far; {stage!r} trains on the cpu")
+        return replace(self, device=device)
 
     @classmethod
     def smoke(cls) -> "RecipeConfig":
