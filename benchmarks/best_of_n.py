@@ -1,6 +1,6 @@
 """Best of N by ear, early pruning and int8 quantization: what reranking buys and how much work can be skipped.
 
-Two parts, run separately:
+Three parts, run separately:
 
 ``speed`` (full-size random weights; measures compute only, nothing about speech):
 - pruning: `pipeline.pruning.sample_pruned` unpruned vs pruned (checkpoint ``--checkpoint`` tokens, ``--keep`` of the
@@ -26,18 +26,28 @@ every one is decoded to audio (the diffusion decoder with ``--preset``'s sampler
 - int8 (``--int8``): the same sentences with the decoder and CLVP quantized: WER of CLVP's pick of N, agreement;
 - presets (with a diffusion decoder): WER and diffusion time of the sampler presets on CLVP's pick of 16.
 
+``rescore QUALITY_JSON`` (a finished quality run): how CLVP's layout of the candidates changes its picks. Every
+(sentence, seed) of the run is sampled again (same model, seed and row-keyed draws: the scores of the candidates
+as sampled, padded to the token budget, must equal the run's, which proves they are the same candidates) and scored
+with `ClvpConfig.score_padding` = each of ``--paddings`` (``none``: every sampled position, as the original).
+The run's WER/CER per candidate are reused, so no audio is made: best of N and Spearman per layout, and the
+scoring time.
+
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
        python benchmarks/best_of_n.py quality WORK_DIR [--models-dir DIR] [--sentences 100] [--seeds 0,1]
          [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset fast]
          [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--threads 2]
          [--out benchmarks/results/best_of_n_quality.json]
+       python benchmarks/best_of_n.py rescore QUALITY_JSON [--paddings none,0,8,32,64]
+         [--out benchmarks/results/best_of_n_rescore.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import time
@@ -67,7 +77,7 @@ from tortoise_clvp.models.quantize import quantize_linears  # noqa: E402
 from tortoise_clvp.pipeline.decoding import DecodingOptions, sample_candidates  # noqa: E402
 from tortoise_clvp.pipeline.pruning import PruneOptions, mean_logprob, sample_pruned  # noqa: E402
 from tortoise_clvp.pipeline.rerank import score_candidates  # noqa: E402
-from tortoise_clvp.pipeline.trimming import fix_speech_decoder_output  # noqa: E402
+from tortoise_clvp.pipeline.trimming import fix_speech_decoder_output, scoring_span  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT_IDS = 39  # + the appended 0: a ~60-character sentence
@@ -450,6 +460,68 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
     return summary
 
 
+def rescore(args: argparse.Namespace) -> dict[str, Any]:
+    from tortoise_clvp.api import TextToSpeech
+
+    run = json.loads(args.quality_json.read_text(encoding="utf-8"))
+    done = run.get("items") or []
+    if run.get("benchmark") != "best_of_n_quality" or not done:
+        raise SystemExit(f"{args.quality_json} is not a best_of_n quality result with items")
+    models_dir, work_dir = Path(run["models_dir"]), Path(run["args"]["work_dir"])
+    tts = TextToSpeech.from_local(models_dir)
+    tts.sampler = _RowKeyedSampler()
+    clvp, tokens = tts.models.clvp, tts.models.autoregressive.config.tokens
+    grid = run["args"]["candidate_counts"]
+    options = DecodingOptions(num_candidates=grid[-1], batch_size=min(grid[-1], run["args"]["batch_size"]),
+                              max_new_tokens=run["args"]["max_new_tokens"])
+    references = {utterance.id: clip for utterance, clip in _sentences(work_dir, run["args"]["sentences"])}
+    result = result_header("best_of_n_rescore", args, __doc__.split("\n\n")[4], skip_args=("out", "func"))
+    result.update({"quality_run": str(args.quality_json), "models_dir": str(models_dir), "items": len(done)})
+    scored: dict[str, list[CandidateErrors]] = {str(p): [] for p in args.padding_list}
+    seconds = {str(p): 0.0 for p in args.padding_list}
+    texts: list[str] = []
+    mismatch = 0.0
+    for number, item in enumerate(done):
+        candidates = tts.candidates(item["text"], tts.get_conditioning([references[item["id"]]]), options, k=1,
+                                    seed=item["seed"])
+        as_sampled = score_candidates(clvp, candidates.text_ids, fix_speech_decoder_output(candidates.raw_codes, tokens))
+        mismatch = max(mismatch, float((as_sampled - torch.tensor(item["scores"])).abs().max()))
+        for padding in args.padding_list:
+            cut = fix_speech_decoder_output(scoring_span(candidates.raw_codes, tokens, padding), tokens)
+            took, scores = timed(lambda cut=cut: score_candidates(clvp, candidates.text_ids, cut))
+            seconds[str(padding)] += took
+            scored[str(padding)].append(CandidateErrors(tuple(scores.tolist()), tuple(item["wer"]), tuple(item["cer"])))
+        texts.append(item["text"])
+        print(f"  {number + 1}/{len(done)} {item['text']!r}", flush=True)
+    if mismatch > 1e-3:
+        raise SystemExit(f"the resampled candidates are not the run's (scores differ by up to {mismatch:.4g}): "
+                         "was the model or the code changed since?")
+    result["max_score_difference_from_run"] = mismatch
+    result["layouts"] = []
+    for padding in args.padding_list:
+        sets = scored[str(padding)]
+        by_text: dict[str, list[CandidateErrors]] = {}
+        for text, one in zip(texts, sets):
+            by_text.setdefault(text, []).append(one)
+        rhos = [r for r in (text_correlation(group) for group in by_text.values()) if r is not None]
+        result["layouts"].append({"score_padding": padding, "best_of_n": best_of_n_rows(sets, grid),
+                                  "spearman_mean": sum(rhos) / len(rhos) if rhos else None,
+                                  "scoring_s": seconds[str(padding)]})
+    result["system"]["loadavg_1m_at_end"] = load_average()
+    return result
+
+
+def print_rescore(result: dict[str, Any]) -> None:
+    largest = result["layouts"][0]["best_of_n"][-1]["n"]
+    rows = []
+    for layout in result["layouts"]:
+        top = layout["best_of_n"][-1]
+        rows.append([str(layout["score_padding"]), top["wer_clvp"], top["cer_clvp"], top["wer_random"],
+                     top["cer_random"], top["wer_oracle"], layout["spearman_mean"], layout["scoring_s"]])
+    print(format_table(["score_padding", f"WER clvp@{largest}", "CER clvp", "WER random", "CER random", "WER oracle",
+                        "Spearman", "scoring s"], rows, digits=3))
+
+
 def print_quality(result: dict[str, Any]) -> None:
     print(format_table(["N", "WER clvp", "WER random", "WER oracle", "CER clvp", "CER random", "CER oracle"],
                        [[r["n"], r["wer_clvp"], r["wer_random"], r["wer_oracle"], r["cer_clvp"], r["cer_random"],
@@ -494,8 +566,19 @@ def main() -> None:
     q.add_argument("--int8", action="store_true", help="also run with the decoder and CLVP int8-quantized")
     q.add_argument("--threads", type=int, default=2)
     q.add_argument("--out", type=Path, default=RESULTS / "best_of_n_quality.json")
+    r = commands.add_parser("rescore", help="a quality run's candidates scored with other CLVP layouts (no audio)")
+    r.add_argument("quality_json", type=Path)
+    r.add_argument("--paddings", default="none,0,8,32,64", help="score_padding values; none: every sampled position")
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--out", type=Path, default=RESULTS / "best_of_n_rescore.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.command == "rescore":
+        args.padding_list = [None if p.strip() == "none" else int(p) for p in args.paddings.split(",") if p.strip()]
+        result = rescore(args)
+        print_rescore(result)
+        finish(args.out, result)
+        return
     if args.command == "speed":
         finish(args.out, speed(args))
         return

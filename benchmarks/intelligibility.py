@@ -2,7 +2,9 @@
 
 Sentences come from a training work folder's corpus, never from training: the valid split (held-out sentences
 spoken by the training voices) and the unseen_voice split (held-out sentences spoken by voices training never
-heard), the first --sentences and --unseen-sentences of each in metadata order. Each voice is conditioned on
+heard), the first --sentences and --unseen-sentences of each in metadata order, leaving out any sentence in the
+train split of an --exclude-trained-on corpus (a model trained or fine-tuned on another corpus is then judged only
+on sentences it never saw either). Each voice is conditioned on
 --reference-clips of its other clips (training voices: train-split clips; held-out voices: clips of sentences that
 are not evaluated; at least 2 s long), drawn with --seed. Rows:
 - corpus audio: the corpus's own 24 kHz clip of each sentence (the ceiling: how well Whisper hears the voices);
@@ -14,7 +16,8 @@ identified as their own voice; the real-time factor (generation seconds over aud
 row); the time to first audio of `stream_speech` on --stream-texts two-sentence texts (median).
 
 Usage: python benchmarks/intelligibility.py WORK_DIR [--models-dir DIR] [--presets ultra_fast_dpm fast_dpm]
-       [--sentences 200] [--unseen-sentences 60] [--out benchmarks/results/intelligibility.json]
+       [--sentences 200] [--unseen-sentences 60] [--exclude-trained-on OTHER_WORK_DIR ...]
+       [--out benchmarks/results/intelligibility.json]
 """
 
 from __future__ import annotations
@@ -48,10 +51,19 @@ CORPUS_ROW = "corpus audio"
 MIN_REFERENCE_SECONDS = 2.0  # shorter clips are not used as references (conditioning needs at least 1 s)
 
 
-def pick(utterances: list[Utterance], args: argparse.Namespace) -> dict[str, list[Utterance]]:
-    """The evaluated utterances of each group: the first N of its split, in metadata order."""
+def trained_texts(work_dirs: list[Path]) -> set[str]:
+    """Every sentence of the train splits of these work folders' corpora."""
+    return {u.text for work_dir in work_dirs for u in read_metadata(work_dir) if u.split == TRAIN_SPLIT}
+
+
+def pick(utterances: list[Utterance], args: argparse.Namespace, excluded: set[str]) -> dict[str, list[Utterance]]:
+    """The evaluated utterances of each group: the first N of its split whose text is not `excluded`, in metadata
+    order."""
     counts = {VALID_SPLIT: args.sentences, UNSEEN_VOICE_SPLIT: args.unseen_sentences}
-    return {group: [u for u in utterances if u.split == split][: counts[split]] for group, split in GROUPS.items()}
+    return {
+        group: [u for u in utterances if u.split == split and u.text not in excluded][: counts[split]]
+        for group, split in GROUPS.items()
+    }
 
 
 def voice_pools(utterances: list[Utterance], evaluated: set[str], args: argparse.Namespace):
@@ -92,18 +104,23 @@ def main() -> None:
     parser.add_argument("--reference-clips", type=int, default=3, help="clips each voice is conditioned on")
     parser.add_argument("--id-clips", type=int, default=12, help="clips per voice for the voice identifier")
     parser.add_argument("--stream-texts", type=int, default=5)
+    parser.add_argument("--exclude-trained-on", type=Path, nargs="*", default=[], metavar="WORK_DIR",
+                        help="leave out sentences in the train split of these work folders' corpora")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     work_dir = args.work_dir.expanduser().resolve()
     folder = corpus_dir(work_dir)
     utterances = read_metadata(work_dir)
-    groups = pick(utterances, args)
+    excluded = trained_texts([path.expanduser().resolve() for path in args.exclude_trained_on])
+    groups = pick(utterances, args, excluded)
     evaluated = {u.id for chosen in groups.values() for u in chosen}
     conditioning, identification = voice_pools(utterances, evaluated, args)
     models = resolve_models_dir(args.models_dir)
     result = result_header("intelligibility", args, __doc__.split("\n\n")[1], skip_args=("out",))
-    result.update(work_dir=str(work_dir), models_dir=str(models.path), models_source=models.source, rows={})
+    result.update(work_dir=str(work_dir), models_dir=str(models.path), models_source=models.source, rows={},
+                  left_out_as_trained={split: sum(u.split == split and u.text in excluded for u in utterances)
+                                       for split in GROUPS.values()})
     print(f"model: {models.path} ({models.source}); sentences: "
           + ", ".join(f"{group} {len(chosen)}" for group, chosen in groups.items()))
 

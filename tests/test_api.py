@@ -3,19 +3,24 @@ the original's pipeline (s0-s7) on the reference folder's tiny original checkpoi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import read_json, read_tensors
 
 from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.errors import AudioError, InputTextError, OptionsError
+from tortoise_clvp.models.clvp import ClvpModel
 from tortoise_clvp.models.packed_linear import PackedLinear
 from tortoise_clvp.pipeline.conditioning import Conditioning
 from tortoise_clvp.pipeline.decoding import DecodingOptions
+from tortoise_clvp.pipeline.rerank import score_candidates
 from tortoise_clvp.pipeline.samplers import SamplerOptions
 from tortoise_clvp.pipeline.sampling import FAITHFUL_SAMPLING
 from tortoise_clvp.presets import GenerationOptions
 from tortoise_clvp.seeds import CROP_SEED
+from tortoise_clvp.train.clvp import padded_candidates
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +96,30 @@ def test_clips_to_candidates_with_a_seed_is_repeatable(tts, speech_clips):
     assert (first.ranked.scores[first.best[0]] >= first.ranked.scores).all()
     drawn = tts.candidates("Good morning.", clips, options)
     assert isinstance(drawn.seed, int)
+
+
+def test_a_scorer_with_score_padding_scores_candidates_laid_out_as_it_was_trained(tts, speech_clips):
+    tokens = tts.models.autoregressive.config.tokens
+    lengths = [3, 11, 6, 8]
+    raw = torch.full((4, 60), tokens.mel_stop)
+    for row, length in enumerate(lengths):
+        raw[row, :length] = torch.randint(0, 500, (length,), generator=torch.Generator().manual_seed(row))
+
+    def sampler(*_args, **_kwargs):  # stands in for the decoder: candidates of known lengths, stop-padded
+        return raw.clone()
+
+    options = DecodingOptions(num_candidates=4, batch_size=4, max_new_tokens=60)
+    clips = [speech_clips["mono_22k"]]
+    full = TextToSpeech(tts.models, sampler).candidates("Good morning.", clips, options, k=2, seed=5)
+    assert full.ranked.codes.shape == (4, 60)  # the original: every sampled position is scored
+    scorer = ClvpModel(replace(tts.models.clvp.config, score_padding=2)).eval()
+    scorer.load_state_dict(tts.models.clvp.state_dict())
+    short = TextToSpeech(replace(tts.models, clvp=scorer), sampler).candidates("Good morning.", clips, options, k=2, seed=5)
+    laid_out = padded_candidates([row[:n] for row, n in zip(raw, lengths)], 11 + 1 + len(tokens.fix_tail) + 2, tokens)
+    assert torch.equal(short.ranked.codes, laid_out)  # exactly the training stage's layout
+    assert torch.allclose(short.ranked.scores, score_candidates(scorer, short.text_ids, laid_out))
+    assert not torch.allclose(short.ranked.scores, full.ranked.scores)  # the padding the mean sees changed
+    assert short.lengths.tolist() == lengths and torch.equal(short.raw_codes, raw)
 
 
 def test_bad_inputs_are_clear_errors(tts, tmp_path, speech_clip):

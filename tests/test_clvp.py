@@ -134,6 +134,14 @@ def test_other_sizes_round_trip_through_the_original_layout():
     torch.testing.assert_close(loaded.similarity(text, codes), model.similarity(text, codes), atol=0, rtol=0)
 
 
+def test_score_padding_round_trips_and_is_checked():
+    config = ClvpConfig(score_padding=32)
+    assert ClvpConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert ClvpConfig.RELEASED.score_padding is None  # the original scores every sampled position
+    with pytest.raises(ValueError, match="score_padding"):
+        ClvpConfig(score_padding=-1)
+
+
 def test_out_of_range_ids_are_refused(tiny_model, cases):
     codes = cases["in.speech_tokens"].clone()
     codes[0, -1] = tiny_model.config.num_speech_tokens + 1  # an unfixed stop token, say

@@ -29,6 +29,15 @@ def test_candidates_are_padded_with_calm_codes_and_the_tail():
         padded_candidates([torch.tensor([5, 6, 7, 8, 9])], 8, TOKENS)
 
 
+def test_the_scorer_is_set_to_score_within_the_padding_it_trains_on():
+    settings = RecipeConfig().clvp
+    assert 0 <= settings.model.score_padding <= settings.max_padding
+    with pytest.raises(ValueError, match="score_padding"):
+        replace(settings, max_padding=settings.model.score_padding - 1)
+    with pytest.raises(ValueError, match="score_padding"):
+        replace(settings, model=replace(settings.model, score_padding=None))
+
+
 def test_a_batch_keeps_each_sentence_once():
     texts = [torch.tensor([1, 2, 0]), torch.tensor([3, 0]), torch.tensor([1, 2, 0])]
     assert distinct_texts([0, 1, 2], texts) == [0, 1]
@@ -55,6 +64,7 @@ def test_a_short_run_writes_a_scorer_and_its_retrieval_metrics(tmp_path_factory,
     run_clvp(work, config, no_progress)
     scorer = load_scorer(work)
     assert scorer.config.num_speech_tokens == smoke.codes.model.codebook_size
+    assert scorer.config.score_padding == smoke.clvp.model.score_padding  # inference lays candidates out as trained
     assert scorer.temperature.item() <= math.log(2.0) + 1e-6
     metrics = (work / CLVP_DIR / METRICS_FILE).read_text()
     assert '"text_to_speech_R@1"' in metrics and '"speech_to_text_R@1"' in metrics

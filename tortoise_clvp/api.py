@@ -35,6 +35,7 @@ from .pipeline.samplers import SamplerOptions
 from .pipeline.trimming import (
     calm_trim_length,
     fix_speech_decoder_output,
+    scoring_span,
     speech_lengths,
 )
 from .presets import DEFAULT_PRESET, GenerationOptions, preset
@@ -73,9 +74,9 @@ class CandidateResult:
     """Ranked candidates for one text, and the decoder latents of the best `k` (what diffusion consumes).
 
     text_ids: (T,) tokenizer ids plus Tortoise's appended stop id. raw_codes: (N, L) as sampled, stop-padded;
-    lengths: (N,) speech tokens before each stop. ranked: fixed codes with CLVP scores. best: (k,) indices into them,
-    best first. latents: one (frames, C) tensor per best candidate, cut after the calm tokens. timings: seconds per
-    stage.
+    lengths: (N,) speech tokens before each stop. ranked: fixed codes (cut as `ClvpConfig.score_padding` says) with
+    CLVP scores. best: (k,) indices into them, best first. latents: one (frames, C) tensor per best candidate, cut
+    after the calm tokens. timings: seconds per stage.
     """
 
     text_ids: Tensor
@@ -289,7 +290,7 @@ class TextToSpeech:
 
         start = time.perf_counter()
         tokens = models.autoregressive.config.tokens
-        fixed = fix_speech_decoder_output(raw, tokens).cpu()
+        fixed = fix_speech_decoder_output(scoring_span(raw, tokens, models.clvp.config.score_padding), tokens).cpu()
         scores = score_candidates(models.clvp, text_ids, fixed, clvp_batch_size, _reporter(progress, "reranking"))
         ranked = rank(fixed, scores)
         best = ranked.best(k)

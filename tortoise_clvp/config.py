@@ -132,8 +132,17 @@ class ClvpConfig(_FromDict):
     dim_head: int = 64  # x-transformers' default: q/k/v project dim -> heads * 64, whatever dim is
     ff_mult: int = 2
     rotary_dim: int = 32  # rotary embedding on the first 32 channels of each head
+    # How candidates are laid out for scoring (mean pooling sees the padding, so a scorer is only reliable on the
+    # padding it was trained with). None: as sampled, padded to the decoder's whole token budget, as the original
+    # scores them. An int: cut to the longest candidate's codes, its stop and the fixed tail, plus this many codes;
+    # for scorers trained on such short padding (this package's recipe), and far cheaper.
+    score_padding: int | None = None
 
     RELEASED: ClassVar["ClvpConfig"]
+
+    def __post_init__(self) -> None:
+        if self.score_padding is not None and self.score_padding < 0:
+            raise ValueError(f"score_padding must be None or >= 0, got {self.score_padding}")
 
 
 ClvpConfig.RELEASED = ClvpConfig()

@@ -29,6 +29,15 @@ def fix_speech_decoder_output(codes: Tensor, tokens: TokenIds) -> Tensor:
     return fixed
 
 
+def scoring_span(codes: Tensor, tokens: TokenIds, padding: int | None) -> Tensor:
+    """Raw candidates (N, L) cut to the positions CLVP scores (see `ClvpConfig.score_padding`): all L when padding is
+    None; else the longest candidate's codes, its stop, room for the fixed tail and `padding` more (at most L)."""
+    if padding is None:
+        return codes
+    length = int(speech_lengths(codes, tokens).max()) + 1 + len(tokens.fix_tail) + padding
+    return codes[:, : min(length, codes.shape[1])]
+
+
 def speech_lengths(codes: Tensor, tokens: TokenIds) -> Tensor:
     """Tokens before the first stop token in each row of raw candidates (N, L) -> (N,)."""
     is_stop = codes == tokens.mel_stop

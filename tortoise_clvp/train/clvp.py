@@ -91,6 +91,7 @@ def run_clvp(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> N
     texts = [text_ids(tokenizer, u.text) for u in utterances]
     sized = replace(settings.model, num_speech_tokens=codes.codebook_size)
     clvp = initial_model(ClvpModel, sized, PART, config.seed, config.init_dir)
+    clvp.config = replace(clvp.config, score_padding=settings.model.score_padding)  # scored as trained here
     if config.init_dir is None:  # from scratch: start at CLIP's scale, not the inference model's exp(1)
         with torch.no_grad():
             clvp.temperature.fill_(math.log(settings.initial_logit_scale))

@@ -279,12 +279,13 @@ class ClvpTrainConfig:
     (the mean of the text->speech and speech->text losses), its scale exp(temperature) learned and clamped to at
     most max_logit_scale, as the CLAP trainers do. Codes are padded as candidates are at inference (stop, then the
     calm code and the fixed tail), to a random length of up to max_padding extra codes, so scores do not depend on
-    how much padding a candidate carries. Evaluation: retrieval R@1 both ways on valid_pairs held-out pairs.
+    how much padding a candidate carries; at inference candidates are scored with the model's score_padding, within
+    that range. Evaluation: retrieval R@1 both ways on valid_pairs held-out pairs.
     """
 
     model: ClvpConfig = field(
         default_factory=lambda: ClvpConfig(dim_text=192, dim_speech=192, dim_latent=192, text_enc_depth=4, text_heads=3,
-                                           speech_enc_depth=4, speech_heads=3)
+                                           speech_enc_depth=4, speech_heads=3, score_padding=32)
     )
     loop: LoopConfig = field(
         default_factory=lambda: LoopConfig(steps=1200, learning_rate=5e-4, warmup_steps=100, weight_decay=0.01,
@@ -295,6 +296,13 @@ class ClvpTrainConfig:
     max_logit_scale: float = 100.0
     max_padding: int = 64
     valid_pairs: int = 200
+
+    def __post_init__(self) -> None:
+        padding = self.model.score_padding
+        if padding is None or padding > self.max_padding:
+            raise ValueError(
+                f"model.score_padding must be set within the padding trained on (0..{self.max_padding}), got {padding}"
+            )
 
 
 @dataclass(frozen=True)
@@ -389,7 +397,7 @@ class RecipeConfig:
         clvp = replace(
             full.clvp,
             model=ClvpConfig(dim_text=32, dim_speech=32, dim_latent=32, text_enc_depth=1, text_heads=2,
-                             speech_enc_depth=1, speech_heads=2, dim_head=16, rotary_dim=8),
+                             speech_enc_depth=1, speech_heads=2, dim_head=16, rotary_dim=8, score_padding=4),
             loop=smoke_loop,
             batch_size=4,
             max_padding=8,
