@@ -19,6 +19,7 @@ from tortoise_clvp.models.diffusion import (
     output_frames,
     relative_position_buckets,
 )
+from tortoise_clvp.models.layers import GroupNorm32
 from tortoise_clvp.weights.original_diffusion import (
     diffusion_config_from_original_kwargs,
     diffusion_config_from_state,
@@ -212,3 +213,34 @@ def test_autoregressive_checkpoint_in_the_diffusion_slot(reference_dir):
     with pytest.raises(CheckpointError, match="autoregressive") as info:
         load_diffusion_original(reference_dir / "models" / "ar_tiny" / "autoregressive.pth")
     assert "diffusion" in str(info.value)
+
+
+def test_a_masked_padded_row_gives_what_the_row_gives_alone(tiny_models):
+    diffusion = tiny_models["diffusion"]
+    generator = torch.Generator().manual_seed(0)
+    c, bands = diffusion.config.model_channels, diffusion.config.in_channels
+    short, long = 13, 21
+    x = torch.randn(2, bands, long, generator=generator)
+    embeddings = torch.randn(2, c, long, generator=generator)
+    timesteps = torch.tensor([3000, 100])
+    mask = (torch.arange(long) < torch.tensor([short, long])[:, None])[:, None]  # (2, 1, T)
+    with torch.inference_mode():
+        batched = diffusion(x, timesteps, embeddings, mask)
+        alone = diffusion(x[:1, :, :short], timesteps[:1], embeddings[:1, :, :short])
+        unmasked = diffusion(x, timesteps, embeddings)
+        full = diffusion(x[1:], timesteps[1:], embeddings[1:])
+    torch.testing.assert_close(batched[0, :, :short], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1], full[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unmasked[0, :, :short], alone[0], atol=1e-3)  # padding leaks in without the mask
+
+
+def test_masked_group_norm_uses_only_the_real_frames():
+    norm = GroupNorm32(2, 4)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 0.5, 1.5]))
+        norm.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    x = torch.randn(1, 4, 10)
+    padded = torch.cat([x[:, :, :6], torch.full((1, 4, 4), 50.0)], dim=2)
+    mask = (torch.arange(10) < 6)[None, None]
+    torch.testing.assert_close(norm(padded, mask)[:, :, :6], norm(x[:, :, :6]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm(x, torch.ones(1, 1, 10)), norm(x), atol=1e-5, rtol=1e-5)

@@ -214,6 +214,7 @@ def test_health_metrics_and_page(client):
     assert float(lines['clvp_time_to_first_audio_seconds_bucket{le="+Inf"}']) >= 1
     assert float(lines["clvp_decoded_tokens_total"]) > 0 and "clvp_decode_tokens_per_second" in lines
     assert lines["clvp_queue_depth"] == "0"
+    assert float(lines["clvp_diffusion_rows_total"]) >= float(lines["clvp_diffusion_batches_total"]) >= 1
     page = client.get("/")
     assert page.status_code == 200 and "<textarea" in page.text and "/page/page.js" in page.text
     assert "getReader" in client.get("/page/page.js").text

@@ -51,6 +51,7 @@ Voice = Union[Conditioning, Sequence[Clip]]
 # "reranking" (CLVP batches), "diffusion" (sampler steps over all kept candidates), "vocoder" (waveforms).
 Progress = Callable[[str, int, int], None]
 Sampler = Callable[..., Tensor]  # sample_candidates' signature: (model, cond_latent, text_ids, options, generator, ...)
+Diffuser = Callable[..., Tensor]  # latents_to_mel's: (model, latents, conditioning_latent, options, generator, progress)
 WAVEFORM_SEED_OFFSET = 1  # the diffusion and vocoder noise come from seed + 1, token sampling from seed
 
 
@@ -120,11 +121,14 @@ class Speech:
 class TextToSpeech:
     """A loaded model directory plus the device it runs on. Build it with `from_local`."""
 
-    def __init__(self, models: LoadedModels, sampler: Sampler = sample_candidates):
+    def __init__(self, models: LoadedModels, sampler: Sampler = sample_candidates, diffuser: Diffuser = latents_to_mel):
         """`sampler` draws the speech-token candidates (`pipeline.decoding.sample_candidates`, or a shared decoder's
-        that batches many callers' rows together: `pipeline.batched_decoding.BatchedDecoder`, used by the server)."""
+        that batches many callers' rows together: `pipeline.batched_decoding.BatchedDecoder`, used by the server);
+        `diffuser` turns one candidate's latents into a mel (`pipeline.diffusion.latents_to_mel`, or the shared
+        `pipeline.batched_diffusion.BatchedDiffusion`'s)."""
         self.models = models
         self.sampler = sampler
+        self.diffuser = diffuser
 
     @classmethod
     def from_local(
@@ -358,7 +362,7 @@ class TextToSpeech:
         for index, latent in enumerate(latents):
             base = index * diffusion.steps
             on_step = None if progress is None else (lambda done, _of, base=base: progress("diffusion", base + done, total))
-            mels.append(latents_to_mel(models.diffusion, latent, conditioning.diffusion, diffusion, generator, on_step))
+            mels.append(self.diffuser(models.diffusion, latent, conditioning.diffusion, diffusion, generator, on_step))
         timings["diffusion"] = time.perf_counter() - start
 
         start = time.perf_counter()

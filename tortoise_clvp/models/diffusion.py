@@ -95,12 +95,16 @@ class AttentionBlock(nn.Module):
         table = self.rel_bias(buckets).t() * head_dim**0.5  # (H, 2T-1); column m holds key - query = m - (T-1)
         return table.unfold(1, length, 1).flip(1)  # (H, T, T): [h, i, j] = table[h, T-1-i+j]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, C, T); `mask` (B, 1, T) marks each row's real frames: padding is neither normalised over nor
+        attended to."""
         b, c, t = x.shape
-        h = self.norm(x).transpose(1, 2)  # (B, T, C)
+        h = self.norm(x, mask).transpose(1, 2)  # (B, T, C)
         qkv = self.qkv(h)  # (B, T, 3C)
         q, k, v = qkv.view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, d)
         bias = self.position_bias(t).to(q.dtype).expand(b, -1, -1, -1)  # (B, H, T, T)
+        if mask is not None:  # keys past a row's end get no weight
+            bias = bias.masked_fill(mask[:, None] == 0, float("-inf"))
         h = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, d)
         h = h.transpose(1, 2).reshape(b, t, c)
         return x + self.proj_out(h).transpose(1, 2)
@@ -117,11 +121,11 @@ class ResBlock(nn.Module):
         self.out_norm = norm(channels)
         self.out_conv = nn.Conv1d(channels, channels, 3, padding=1)
 
-    def forward(self, x: Tensor, time_emb: Tensor) -> Tensor:
-        h = self.in_conv(F.silu(self.in_norm(x)))
+    def forward(self, x: Tensor, time_emb: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.in_conv(F.silu(self.in_norm(x, mask)))
         scale, shift = self.emb_proj(F.silu(time_emb)).to(h.dtype).unsqueeze(-1).chunk(2, dim=1)  # each (B, C, 1)
-        h = self.out_norm(h) * (1 + scale) + shift
-        return x + self.out_conv(F.silu(h))
+        h = F.silu(self.out_norm(h, mask) * (1 + scale) + shift)
+        return x + self.out_conv(h if mask is None else h * mask)  # the conv sees zeros past the end, as alone
 
 
 class DiffusionLayer(nn.Module):
@@ -130,8 +134,8 @@ class DiffusionLayer(nn.Module):
         self.res = ResBlock(config.model_channels)
         self.attn = _attention(config, config.model_channels)
 
-    def forward(self, x: Tensor, time_emb: Tensor) -> Tensor:
-        return self.attn(self.res(x, time_emb))
+    def forward(self, x: Tensor, time_emb: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.attn(self.res(x, time_emb, mask), mask)
 
 
 def _attention(config: DiffusionConfig, channels: int) -> AttentionBlock:
@@ -236,24 +240,31 @@ class DiffusionModel(nn.Module):
         """Compile the denoiser, the part every diffusion step runs."""
         self.forward = torch.compile(self.forward, dynamic=True)
 
-    def forward(self, x: Tensor, timesteps: Tensor, embeddings: Tensor) -> Tensor:
+    def forward(self, x: Tensor, timesteps: Tensor, embeddings: Tensor, mask: Tensor | None = None) -> Tensor:
         """Noisy mel x (B, 100, T) at original timesteps (B,) (0..3999, i.e. `timestep_map[t]`) given per-row
         embeddings (B or 1, C, T) from `timestep_independent` / `unconditioned_embeddings` -> (B, 200, T):
         channels [:100] are eps (made from the network's v for ``prediction="v"``), [100:] the learned variance
-        interpolation."""
+        interpolation.
+
+        `mask` (B, 1, T), 1 on each row's real frames: rows of different lengths padded to one T; each row's real
+        frames then come out as that row alone would give them (to float rounding), its padding is garbage."""
         x = x.to(self.dtype)
         if embeddings.shape[0] != x.shape[0]:
             embeddings = embeddings.expand(x.shape[0], -1, -1)
+        if mask is not None:
+            mask = mask.to(self.dtype)
+            x = x * mask
         time_emb = self.time_emb(timesteps)  # (B, C)
         code = embeddings.to(self.dtype)
         for layer in self.integrator:
-            code = layer(code, time_emb)
+            code = layer(code, time_emb, mask)
         h = self.merge_conv(torch.cat([self.input_conv(x), code], dim=1))  # (B, 2C, T) -> (B, C, T)
         for layer in self.layers:
-            h = layer(h, time_emb)
+            h = layer(h, time_emb, mask)
         for block in self.tail:
-            h = block(h, time_emb)
-        out = self.out_conv(F.silu(self.out_norm(h)))
+            h = block(h, time_emb, mask)
+        h = F.silu(self.out_norm(h, mask))
+        out = self.out_conv(h if mask is None else h * mask)
         if self.config.prediction == "v":
             bands = x.shape[1]
             abar = self.alphas_cumprod[timesteps].float()[:, None, None]  # (B, 1, 1)

@@ -1,11 +1,13 @@
 """The engine behind the server (and the local batch pool): a bounded queue of speech jobs, worker threads that
-speak them through the library, and one shared decoder that batches every job's candidate rows.
+speak them through the library, one shared decoder that batches every job's candidate rows and one shared
+diffusion decoder that batches their chosen candidates.
 
 Models are loaded once. Each job runs the long-text path (`longform.stream_speech`: sentence by sentence, one
-voice conditioning, a seed per chunk) on a `TextToSpeech` whose sampling stage is the shared
-`BatchedDecoder`: while one job reranks or runs diffusion, the candidate rows of the others keep decoding
-together, and rows of different jobs share every decode step. The same seed gives the same audio as
-`clvp-tts speak` would, whatever else is running.
+voice conditioning, a seed per chunk) on a `TextToSpeech` whose sampling stage is the shared `BatchedDecoder` and
+whose diffusion stage is the shared `BatchedDiffusion`: while one job reranks or vocodes, the candidate rows of
+the others keep decoding together, rows of different jobs share every decode step, and jobs that reach diffusion
+together are sampled in one batch. The same seed gives the same tokens as `clvp-tts speak` would, whatever else is
+running, and the same audio to float rounding (a batched diffusion row is padded and masked).
 
 Admission: at most `workers` jobs run and `max_queue` wait; beyond that `submit` raises `QueueFull` with a
 Retry-After estimate. A job stops at its deadline (`JobTimeout`) or when cancelled (`JobCancelled`, e.g. its
@@ -28,6 +30,7 @@ from ..api import TextToSpeech
 from ..errors import TortoiseClvpError
 from ..longform import stream_speech
 from ..pipeline.batched_decoding import BatchedDecoder
+from ..pipeline.batched_diffusion import BatchedDiffusion
 from ..pipeline.conditioning import Conditioning
 from ..presets import GenerationOptions
 from . import metrics
@@ -128,7 +131,9 @@ class Scheduler:
     def __init__(self, tts: TextToSpeech, settings: ServeSettings = ServeSettings()):
         self.settings = settings
         self.decoder = BatchedDecoder(tts.models.autoregressive, settings.max_rows)
-        self.tts = TextToSpeech(tts.models, sampler=self.decoder.sample_candidates)
+        self.diffusion = None if tts.models.diffusion is None else BatchedDiffusion(tts.models.diffusion)
+        diffuser = tts.diffuser if self.diffusion is None else self.diffusion.latents_to_mel
+        self.tts = TextToSpeech(tts.models, sampler=self.decoder.sample_candidates, diffuser=diffuser)
         self._queue: deque[Job] = deque()
         self._running = 0
         self._lock = threading.Condition()
@@ -149,6 +154,12 @@ class Scheduler:
             metrics.Gauge("clvp_decoded_tokens_total", "Speech tokens sampled.", lambda: self.decoder.stats().tokens, "counter"),
             metrics.Gauge("clvp_decode_tokens_per_second", f"Speech tokens sampled per second over the last {metrics.RATE_WINDOW_S:g} s.", tokens_per_s),
         ]
+        if self.diffusion is not None:
+            diffusion = self.diffusion
+            self.metrics += [
+                metrics.Gauge("clvp_diffusion_batches_total", "Shared diffusion batches sampled.", lambda: diffusion.stats().batches, "counter"),
+                metrics.Gauge("clvp_diffusion_rows_total", "Candidates sampled in shared diffusion batches.", lambda: diffusion.stats().rows, "counter"),
+            ]
         self._threads = [threading.Thread(target=self._work, name=f"speech-worker-{i}", daemon=True)
                          for i in range(settings.workers)]
         for thread in self._threads:
@@ -205,6 +216,8 @@ class Scheduler:
         for thread in self._threads:
             thread.join(timeout=5)
         self.decoder.close(timeout=5)
+        if self.diffusion is not None:
+            self.diffusion.close(timeout=5)
 
     # workers ------------------------------------------------------------------------------------------------------
     def _work(self) -> None:
