@@ -140,3 +140,5 @@ def test_bad_requests_are_refused(model, prompts, tiny_model_dir):
         decoder.close()
     with pytest.raises(OptionsError, match="max_rows"):
         BatchedDecoder(model, max_rows=0)
+    with pytest.raises(OptionsError, match="threads"):
+        BatchedDecoder(model, threads=0)

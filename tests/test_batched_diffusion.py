@@ -162,6 +162,8 @@ def test_progress_reaches_every_step_and_a_wrong_model_is_refused(diffusion, tin
     assert seen[-1] == (3, 3) and [d for d, _ in seen] == sorted(d for d, _ in seen) and {t for _, t in seen} == {3}
     with pytest.raises(OptionsError, match="max_rows"):
         BatchedDiffusion(diffusion, max_rows=0)
+    with pytest.raises(OptionsError, match="threads"):
+        BatchedDiffusion(diffusion, threads=0)
 
 
 def test_closing_refuses_new_calls_and_fails_waiting_ones(diffusion, monkeypatch):

@@ -247,6 +247,8 @@ def test_token_budgets_fit_the_model_and_the_settings(client, tts, settings):
 def test_settings_are_checked():
     with pytest.raises(ValueError, match="workers"):
         ServeSettings(workers=0)
+    with pytest.raises(ValueError, match="torch_threads"):
+        ServeSettings(torch_threads=0)
     with pytest.raises(ValueError, match="unknown preset"):
         ServeSettings(models={"tts-1": "nope"})
     with pytest.raises(ValueError, match="max_tokens"):

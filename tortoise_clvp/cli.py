@@ -561,6 +561,7 @@ def serve(
     model_name: Annotated[Optional[str], typer.Option(help="The model's own name in requests (default: its folder's name).")] = None,
     voices_dir: VoicesDir = [],  # noqa: B006
     cache_dir: Annotated[Optional[Path], typer.Option(help="Voice latent cache (default ~/.cache/tortoise_clvp/latents).")] = None,
+    torch_threads: Annotated[int, typer.Option(min=1, help="Torch threads of each thread the server computes in (raise it on many cores).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level: critical, error, warning, info, debug.")] = "info",
 ) -> None:
     """Serve OpenAI's speech API, voice uploads, metrics and a web page over HTTP (needs the 'serve' extra)."""
@@ -580,6 +581,7 @@ def serve(
         settings = ServeSettings(
             model_name=name, default_preset=preset_name, workers=workers, max_queue=max_queue, timeout_s=timeout,
             max_rows=max_rows, max_tokens=max_tokens, voices_dirs=tuple(voices_dir), cache_dir=cache_dir,
+            torch_threads=torch_threads,
         )
         application = create_app(_load(models_dir, device, dtype), settings)
     typer.echo(f"serving model {name!r} on http://{host}:{port}/ (Ctrl-C stops)", err=True)

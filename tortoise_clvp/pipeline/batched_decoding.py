@@ -99,14 +99,20 @@ class BatchedDecoder:
     model: the decoder every caller uses (its per-row cache is owned by this object's thread from now on).
     max_rows: rows decoded together at most; a request's batch waits until that many rows are free.
     max_len: positions per row (prompt + tokens); default the longest text and token budget the model takes.
+    threads: torch threads of the decoder thread (None: torch's default; see `serve.settings.ServeSettings.torch_threads`
+    for why the server gives it 1).
     """
 
-    def __init__(self, model: AutoregressiveModel, max_rows: int = DEFAULT_MAX_ROWS, max_len: int | None = None):
+    def __init__(self, model: AutoregressiveModel, max_rows: int = DEFAULT_MAX_ROWS, max_len: int | None = None,
+                 threads: int | None = None):
         if max_rows < 1:
             raise OptionsError(f"max_rows must be >= 1, got {max_rows}")
+        if threads is not None and threads < 1:
+            raise OptionsError(f"threads must be >= 1, got {threads}")
         config = model.config
         self.model = model
         self.max_rows = max_rows
+        self.threads = threads
         # conditioning latent + text start + text + text stop + mel start, then the generated codes (the buffers'
         # size: attention reads only each row's own positions)
         self.max_len = max_len or config.max_text_tokens + 4 + config.mel_positions
@@ -217,6 +223,8 @@ class BatchedDecoder:
     # decoder thread -----------------------------------------------------------------------------------------------
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # this thread's own OpenMP team only
         while True:
             with self._lock:
                 while not self._closed and not self._active and not self._admissible():

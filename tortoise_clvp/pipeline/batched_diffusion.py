@@ -58,13 +58,16 @@ class DiffusionStats:
 class BatchedDiffusion:
     """The shared diffusion thread over one `DiffusionModel`; see the module notes.
 
-    max_rows: candidates sampled together at most.
+    max_rows: candidates sampled together at most. threads: torch threads of the diffusion thread (None: torch's
+    default; see `serve.settings.ServeSettings.torch_threads` for why the server gives it 1).
     """
 
-    def __init__(self, model: DiffusionModel, max_rows: int = DEFAULT_MAX_ROWS):
+    def __init__(self, model: DiffusionModel, max_rows: int = DEFAULT_MAX_ROWS, threads: int | None = None):
         if max_rows < 1:
             raise OptionsError(f"max_rows must be >= 1, got {max_rows}")
-        self.model, self.max_rows = model, max_rows
+        if threads is not None and threads < 1:
+            raise OptionsError(f"threads must be >= 1, got {threads}")
+        self.model, self.max_rows, self.threads = model, max_rows, threads
         self._waiting: list[_Call] = []
         self._lock = threading.Condition()
         self._closed = False
@@ -125,6 +128,8 @@ class BatchedDiffusion:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # this thread's own OpenMP team only
         while True:
             with self._lock:
                 while not self._closed and not self._waiting:

@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Callable, Union
 
+import torch
 from torch import Tensor
 
 from ..api import TextToSpeech
@@ -130,8 +131,8 @@ class Scheduler:
 
     def __init__(self, tts: TextToSpeech, settings: ServeSettings = ServeSettings()):
         self.settings = settings
-        self.decoder = BatchedDecoder(tts.models.autoregressive, settings.max_rows)
-        self.diffusion = None if tts.models.diffusion is None else BatchedDiffusion(tts.models.diffusion)
+        self.decoder = BatchedDecoder(tts.models.autoregressive, settings.max_rows, threads=settings.torch_threads)
+        self.diffusion = None if tts.models.diffusion is None else BatchedDiffusion(tts.models.diffusion, threads=settings.torch_threads)
         diffuser = tts.diffuser if self.diffusion is None else self.diffusion.latents_to_mel
         self.tts = TextToSpeech(tts.models, sampler=self.decoder.sample_candidates, diffuser=diffuser)
         self._queue: deque[Job] = deque()
@@ -221,6 +222,7 @@ class Scheduler:
 
     # workers ------------------------------------------------------------------------------------------------------
     def _work(self) -> None:
+        torch.set_num_threads(self.settings.torch_threads)  # see ServeSettings.torch_threads
         while True:
             with self._lock:
                 while not self._queue and not self._closed:

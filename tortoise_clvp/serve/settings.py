@@ -32,6 +32,11 @@ class ServeSettings:
     max_uploaded_voices: uploaded voices kept in memory; the oldest is forgotten beyond that.
     voices_dirs: extra folders of named voices (besides the bundled ones and $TORTOISE_VOICES_DIR).
     cache_dir: where voice latents are cached (None: the library's default cache folder).
+    torch_threads: torch threads of every thread the server computes in (its workers, the shared decoder and the
+    shared diffusion). Measured on 2 cores with the bundled model (benchmarks/serve.py): at 2, any stage ran about
+    twice as slow while another thread that had run 2-thread OpenMP work was alive (one request 1.1 s against the
+    library's 0.6 s); at 1 they run side by side: one client 1.31 requests/s against 0.86, eight 2.25 against 1.75.
+    Raise it on machines with many more cores than workers.
     """
 
     model_name: str = "tortoise"
@@ -50,9 +55,10 @@ class ServeSettings:
     max_uploaded_voices: int = 64
     voices_dirs: tuple[Path, ...] = ()
     cache_dir: Path | None = None
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("workers", "max_rows", "max_text_chars", "max_candidates", "max_upload_bytes", "max_upload_files",
+        for name in ("workers", "max_rows", "torch_threads", "max_text_chars", "max_candidates", "max_upload_bytes", "max_upload_files",
                      "max_uploaded_voices"):
             if getattr(self, name) < 1:
                 raise OptionsError(f"{name} must be >= 1, got {getattr(self, name)}")
