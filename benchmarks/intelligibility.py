@@ -13,7 +13,8 @@ Metrics: WER and CER from Whisper tiny.en (`eval.asr`: corpus-level rates after 
 voice identification (`eval.voice_match`: nearest centroid on log-mel and pitch statistics, centroids from
 --id-clips reference clips per voice that are neither evaluated nor used for conditioning) as the share of clips
 identified as their own voice; the real-time factor (generation seconds over audio seconds, all sentences of the
-row); the time to first audio of `stream_speech` on --stream-texts two-sentence texts (median).
+row); the time to first audio of `stream_speech` on --stream-texts two-sentence texts (median), streamed as the
+CLI's --stream and the server stream (first_chunk_length=STREAMING_FIRST_CHUNK: the first sentence alone).
 
 Usage: python benchmarks/intelligibility.py WORK_DIR [--models-dir DIR] [--presets ultra_fast_dpm fast_dpm]
        [--sentences 200] [--unseen-sentences 60] [--exclude-trained-on OTHER_WORK_DIR ...]
@@ -39,7 +40,7 @@ from tortoise_clvp.eval.asr import Transcriber, error_rates  # noqa: E402
 from tortoise_clvp.eval.voice_match import VoiceMatcher, accuracy_by_voice, clip_features  # noqa: E402
 from tortoise_clvp.frontend.audio import load_audio  # noqa: E402
 from tortoise_clvp.frontend.mel import OUTPUT_SAMPLE_RATE  # noqa: E402
-from tortoise_clvp.longform import stream_speech  # noqa: E402
+from tortoise_clvp.longform import STREAMING_FIRST_CHUNK, stream_speech  # noqa: E402
 from tortoise_clvp.presets import preset  # noqa: E402
 from tortoise_clvp.train.config import TRAIN_SPLIT, UNSEEN_VOICE_SPLIT, VALID_SPLIT  # noqa: E402
 from tortoise_clvp.train.metadata import Utterance, corpus_dir, read_metadata  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> None:
         for number, text in enumerate(texts[: args.stream_texts]):
             voice = voices[groups["training voices"][2 * number].voice]
             started = time.perf_counter()
-            stream = stream_speech(tts, text, voice, options, seed=args.seed)
+            stream = stream_speech(tts, text, voice, options, seed=args.seed, first_chunk_length=STREAMING_FIRST_CHUNK)
             next(iter(stream))
             first_audio.append(time.perf_counter() - started)
             stream.close()

@@ -16,8 +16,10 @@ from tortoise_clvp.longform import (
     MANIFEST_NAME,
     LongSpeech,
     WorkDirError,
+    STREAMING_FIRST_CHUNK,
     _fade_gains,
     chunk_seed,
+    chunk_texts,
     join_waveforms,
     speak_long,
     stream_speech,
@@ -84,6 +86,30 @@ def test_chunks_follow_the_splitter_and_the_seed_policy(long_run):
         assert chunk.scores.shape == (3,) and chunk.best.tolist() == chunk.speech.candidates.best.tolist()
         assert torch.equal(chunk.waveform, chunk.speech.waveform)
     assert {"conditioning", "sampling", "diffusion", "vocoder", "total"} <= set(result.timings)
+
+
+def test_a_short_first_chunk_is_split_off_and_the_rest_follows_as_usual():
+    text = "One two three. Four five six! Seven eight nine. Ten eleven twelve? Thirteen."
+    usual = chunk_texts(text, 40, 60)
+    assert usual == split_and_recombine_text(text, 40, 60) == ["One two three. Four five six! Seven eight nine.",
+                                                               "Ten eleven twelve? Thirteen."]
+    assert chunk_texts(text, 40, 60, STREAMING_FIRST_CHUNK) == [
+        "One two three.", "Four five six! Seven eight nine.", "Ten eleven twelve? Thirteen."]
+    assert chunk_texts("Only one sentence here.", 40, 60, 1) == ["Only one sentence here."]
+    assert chunk_texts(text, 40, 60, 40) == usual
+    for wrong in (0, 41):
+        with pytest.raises(OptionsError, match="first_chunk_length"):
+            chunk_texts(text, 40, 60, wrong)
+
+
+def test_streaming_with_a_short_first_chunk_speaks_the_first_sentence_alone(tts, clips):
+    stream = stream_speech(tts, TEXT, clips, OPTIONS, SEED, desired_length=40, max_length=60,
+                           first_chunk_length=STREAMING_FIRST_CHUNK)
+    assert split_and_recombine_text(TEXT, 40, 60)[0] == "The sun rose over the hills. Birds sang in the trees!"
+    assert stream.texts == ["The sun rose over the hills.", "Birds sang in the trees!", "A farmer walked to the barn."]
+    first = next(iter(stream))
+    stream.close()
+    assert torch.equal(first.waveform, tts.generate(stream.texts[0], clips, OPTIONS, SEED).waveform)
 
 
 def test_conditioning_is_computed_once_and_progress_names_the_chunk(long_run):

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import WAIT_S, gate
 
 from tortoise_clvp.api import TextToSpeech
-from tortoise_clvp.longform import speak_long
+from tortoise_clvp.longform import STREAMING_FIRST_CHUNK, speak_long
 from tortoise_clvp.presets import preset
 from tortoise_clvp.serve import formats
 from tortoise_clvp.serve.app import create_app
@@ -75,11 +75,17 @@ def test_response_formats_decode(client, name):
     assert rate == 24000 and len(audio) > 0
 
 
-def test_streamed_wav_is_the_whole_audio(client):
-    whole = client.post("/v1/audio/speech", json={**SPEECH, "input": TEXT, "response_format": "pcm"}).content
+def test_streamed_wav_speaks_the_first_sentence_alone_then_the_usual_chunks(client, tts, settings):
     streamed = client.post("/v1/audio/speech", json={**SPEECH, "input": TEXT, "response_format": "wav", "stream": True})
     assert streamed.status_code == 200
-    assert streamed.content[:4] == b"RIFF" and streamed.content[44:] == whole
+    options = preset("ultra_fast_dpm")
+    decoding = replace(options.decoding, num_candidates=2, batch_size=2,
+                       max_new_tokens=tts.models.autoregressive.config.mel_positions - 2)
+    voice = voice_latents(tts, "piper_joe", settings.cache_dir).conditioning
+    expected = speak_long(tts, TEXT, voice, replace(options, decoding=decoding), seed=1,
+                          first_chunk_length=STREAMING_FIRST_CHUNK)
+    assert len(expected.chunks) == 3 and expected.texts[0].endswith("forest behind the farm.")
+    assert streamed.content[:4] == b"RIFF" and streamed.content[44:] == formats.pcm16(expected.waveform.numpy())
 
 
 BAD = [

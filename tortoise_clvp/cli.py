@@ -218,7 +218,7 @@ def speak(
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16 for the decoders (bfloat16 is slower on CPUs without AVX512-BF16).")] = "float32",
     faithful: Annotated[bool, typer.Option(help="Reproduce the original's accidental sampling behaviours (top_k=50 ...).")] = False,
     compile: Annotated[bool, typer.Option(help="torch.compile the diffusion denoiser, and the decoder step off CPU float32 (up to a minute to start; on CPU the denoiser gains only 1-5%).")] = False,
-    stream: Annotated[bool, typer.Option(help="Report and keep each chunk as soon as it is ready (with -o -, play as it comes).")] = False,
+    stream: Annotated[bool, typer.Option(help="Report and keep each chunk as soon as it is ready (with -o -, play as it comes); the first sentence is spoken alone, so it comes soonest.")] = False,
     chunk_chars: Annotated[int, typer.Option(min=20, help="Long texts are split into chunks of about this many characters.")] = 200,
     work_dir: Annotated[Optional[Path], typer.Option(help="Keep finished chunks here to resume (default: beside the output).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
@@ -237,7 +237,7 @@ def speak(
         with _Progress(quiet or to_stdout) as progress:
             options = _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep)
             tts = _load(models_dir, device, dtype, compile, progress)
-            from .longform import stream_speech
+            from .longform import STREAMING_FIRST_CHUNK, stream_speech
             from .voices import voice_latents
 
             latents = voice_latents(tts, spec, seed=seed if spec.is_random else None, extra_dirs=voices_dir,
@@ -248,7 +248,8 @@ def speak(
             if not to_stdout and keep == 1:  # finished chunks are kept here until the run completes (resuming)
                 folder = work_dir if work_dir is not None else paths[0].with_name(f".{paths[0].name}.chunks")
             chunks = stream_speech(tts, words, latents.conditioning, options, seed, folder, progress,
-                                   desired_length=chunk_chars, max_length=chunk_chars * 3 // 2)
+                                   desired_length=chunk_chars, max_length=chunk_chars * 3 // 2,
+                                   first_chunk_length=STREAMING_FIRST_CHUNK if stream else None)
             if keep > 1 and len(chunks.texts) > 1:
                 _fail(f"--keep {keep} works for a text that fits one chunk; this one splits into {len(chunks.texts)}")
             if to_stdout:

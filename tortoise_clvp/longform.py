@@ -22,7 +22,9 @@ What the original's ``read.py`` does (split, generate per chunk, concatenate), w
   Without a gap and with every chunk at least two fades long, the joined length is
   ``sum(chunk lengths) - (chunks - 1) * fade``; with a gap it is ``sum(chunk lengths) + (chunks - 1) * gap``.
 * **Streaming** (:func:`stream_speech`) yields one :class:`SpeechChunk` per chunk as soon as it is generated (each
-  still sampled and reranked by ``tts.generate``). Its ``piece`` holds the samples to play next: the crossfade with
+  still sampled and reranked by ``tts.generate``). With ``first_chunk_length`` the first chunk ends at the first
+  sentence end after that many characters (:data:`STREAMING_FIRST_CHUNK`: the first sentence alone), so the first
+  audio comes sooner; the rest is split as usual. The CLI's ``--stream`` and the server's streamed answers do that. Its ``piece`` holds the samples to play next: the crossfade with
   the previous chunk is already applied, and the last ``crossfade_ms`` of the chunk are held back until the next
   chunk arrives (the last chunk's piece runs to its end). So a player writes each piece straight after the previous
   one and never goes back; concatenating all pieces gives exactly :func:`speak_long`'s waveform, which is built by
@@ -83,11 +85,13 @@ __all__ = [
     "DESIRED_LENGTH",
     "MANIFEST_NAME",
     "MAX_LENGTH",
+    "STREAMING_FIRST_CHUNK",
     "LongSpeech",
     "SpeechChunk",
     "SpeechStream",
     "WorkDirError",
     "chunk_seed",
+    "chunk_texts",
     "join_waveforms",
     "speak_long",
     "stream_speech",
@@ -96,6 +100,7 @@ __all__ = [
 CROSSFADE_MS = 40.0  # equal-power overlap between neighbouring chunks (or each fade's length when there is a gap)
 DESIRED_LENGTH = 200  # characters per chunk the splitter aims for (the original's read.py defaults)
 MAX_LENGTH = 300  # characters per chunk at most
+STREAMING_FIRST_CHUNK = 1  # first_chunk_length when streaming: the first sentence alone, to make the first audio soon
 CHUNK_SEED_STRIDE = 2  # generate() uses seed and seed + WAVEFORM_SEED_OFFSET (1); chunk i gets seed + 2 * i
 CHUNK_STAGE = "chunk {index}/{count}: {stage}"  # how inner progress stages are named (index is 1-based)
 MANIFEST_NAME = "manifest.json"
@@ -462,6 +467,21 @@ class SpeechStream:
             )
 
 
+def chunk_texts(
+    text: str, desired_length: int = DESIRED_LENGTH, max_length: int = MAX_LENGTH, first_chunk_length: int | None = None
+) -> list[str]:
+    """The chunks a long text is spoken in: `split_and_recombine_text(text, desired_length, max_length)`, whose
+    first chunk is split again at `first_chunk_length` (1..desired_length; None: not) when given, its remainder
+    becoming the second chunk."""
+    if first_chunk_length is not None and not 0 < first_chunk_length <= desired_length:
+        raise OptionsError(f"first_chunk_length must be 1..desired_length ({desired_length}), got {first_chunk_length}")
+    texts = split_and_recombine_text(text, desired_length, max_length)
+    if first_chunk_length is None or not texts:
+        return texts
+    head = split_and_recombine_text(texts[0], first_chunk_length, max_length)
+    return head[:1] + ([" ".join(head[1:])] if len(head) > 1 else []) + texts[1:]
+
+
 def stream_speech(
     tts: TextToSpeech,
     text: str,
@@ -474,9 +494,11 @@ def stream_speech(
     gap_ms: float = 0.0,
     desired_length: int = DESIRED_LENGTH,
     max_length: int = MAX_LENGTH,
+    first_chunk_length: int | None = None,
 ) -> SpeechStream:
-    """Speak a long `text` in `voice` one chunk at a time: split it with `split_and_recombine_text(text,
-    desired_length, max_length)`, then yield a :class:`SpeechChunk` per chunk as soon as `tts.generate` has made it.
+    """Speak a long `text` in `voice` one chunk at a time: split it with `chunk_texts(text, desired_length,
+    max_length, first_chunk_length)`, then yield a :class:`SpeechChunk` per chunk as soon as `tts.generate` has made
+    it (pass `first_chunk_length=STREAMING_FIRST_CHUNK` to have the first sentence spoken alone, soonest).
 
     Write each chunk's `piece` after the previous one to play or save the whole text gaplessly; the pieces add up to
     `speak_long`'s waveform. See the module notes for seeds, joining, `work_dir` resuming and progress stages.
@@ -489,7 +511,7 @@ def stream_speech(
     fade = _samples(crossfade_ms, OUTPUT_SAMPLE_RATE, "crossfade_ms")
     gap = _samples(gap_ms, OUTPUT_SAMPLE_RATE, "gap_ms")
 
-    texts = split_and_recombine_text(text, desired_length, max_length)
+    texts = chunk_texts(text, desired_length, max_length, first_chunk_length)
     if not texts:
         raise InputTextError(
             "the text has nothing to speak: it is empty or only whitespace and punctuation; give at least one word"
@@ -537,12 +559,14 @@ def speak_long(
     gap_ms: float = 0.0,
     desired_length: int = DESIRED_LENGTH,
     max_length: int = MAX_LENGTH,
+    first_chunk_length: int | None = None,
 ) -> LongSpeech:
     """Speak a long `text` in `voice` and join the chunks: :func:`stream_speech` run to the end, its pieces
     concatenated. Arguments, errors and behaviour as there (module notes: seeds, joining, resuming)."""
     start = time.perf_counter()
     stream = stream_speech(
-        tts, text, voice, options, seed, work_dir, progress, crossfade_ms, gap_ms, desired_length, max_length
+        tts, text, voice, options, seed, work_dir, progress, crossfade_ms, gap_ms, desired_length, max_length,
+        first_chunk_length,
     )
     chunks = list(stream)
     result = LongSpeech.from_chunks(chunks, stream.seed, stream.timings)

@@ -4,8 +4,8 @@ Routes:
 
 * ``POST /v1/audio/speech`` (JSON): ``model`` (``tts-1``, ``tts-1-hd`` or the loaded model's name: a preset each),
   ``input``, ``voice``, ``response_format`` (see `formats`), ``speed`` (only 1.0: other values are refused, not
-  ignored), ``stream`` (pcm or wav sent sentence by sentence as each is ready); extensions ``preset``, ``seed``,
-  ``candidates``. The seed used comes back in the ``X-Seed`` header.
+  ignored), ``stream`` (pcm or wav sent chunk by chunk as each is ready, the first sentence alone so it comes
+  soonest); extensions ``preset``, ``seed``, ``candidates``. The seed used comes back in the ``X-Seed`` header.
 * ``GET /v1/audio/voices``; ``POST /v1/audio/voices`` (multipart: clips in ``files``, optional ``name``) -> a new
   voice id.
 * ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /`` (the page; its script under ``/page/``).
@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException
 from ..api import TextToSpeech
 from ..errors import InputTextError, TortoiseClvpError
 from ..frontend.mel import OUTPUT_SAMPLE_RATE
+from ..longform import STREAMING_FIRST_CHUNK
 from ..presets import GenerationOptions, preset
 from ..seeds import seed_or_draw
 from . import formats
@@ -151,7 +152,8 @@ def create_app(tts: TextToSpeech, settings: ServeSettings = ServeSettings()) -> 
         loop = asyncio.get_running_loop()
         try:
             job = scheduler.submit(
-                SpeechJob(params.input, conditioning, scheduler.fitted(options), seed),
+                SpeechJob(params.input, conditioning, scheduler.fitted(options), seed,
+                          STREAMING_FIRST_CHUNK if params.stream else None),
                 lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             )
         except QueueFull as error:

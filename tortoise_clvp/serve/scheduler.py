@@ -59,12 +59,15 @@ class JobTimeout(TortoiseClvpError):
 
 @dataclass(frozen=True)
 class SpeechJob:
-    """What to say: a text of any length (spoken sentence by sentence), a voice's conditioning, options, a seed."""
+    """What to say: a text of any length (spoken chunk by chunk), a voice's conditioning, options, a seed, and how
+    long its first chunk is (`longform.stream_speech`'s first_chunk_length; streamed answers speak the first
+    sentence alone)."""
 
     text: str
     voice: Conditioning
     options: GenerationOptions
     seed: int
+    first_chunk_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +244,8 @@ class Scheduler:
         spec, outcome = job.spec, "ok"
         try:
             job.check()
-            stream = stream_speech(self.tts, spec.text, spec.voice, spec.options, spec.seed, progress=job.check)
+            stream = stream_speech(self.tts, spec.text, spec.voice, spec.options, spec.seed, progress=job.check,
+                                   first_chunk_length=spec.first_chunk_length)
             samples = 0
             for chunk in stream:
                 job.check()
