@@ -9,6 +9,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -16,6 +17,7 @@ from train_work_dir import make_work_dir, no_progress, prepared_work_dir
 
 from tortoise_clvp import TextToSpeech
 from tortoise_clvp.config import VocoderConfig
+from tortoise_clvp.errors import CheckpointError
 from tortoise_clvp.models.vocoder import UnivNetVocoder
 from tortoise_clvp.pipeline.decoding import DecodingOptions
 from tortoise_clvp.train.autoregressive import load_decoder
@@ -87,3 +89,6 @@ def test_fine_tuning_from_an_export_keeps_its_tokenizer_codebook_and_sizes(tmp_p
     assert load_decoder(tuned).config == replace(original.autoregressive.config, dropout=dropout)
     assert load_scorer(tuned).config == original.clvp.config
     assert TextToSpeech.from_local(tuned / EXPORT_DIR).models.autoregressive.config.tokens == original.autoregressive.config.tokens
+    shutil.rmtree(tuned / EXPORT_DIR)
+    with pytest.raises(CheckpointError, match="same --init"):  # its codes came from the init model's DVAE
+        run_export(tuned, RecipeConfig.smoke(), no_progress)

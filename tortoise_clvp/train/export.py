@@ -169,7 +169,12 @@ def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) ->
         _, model_class, config_class = WAVEFORM_PARTS[folder]
         parts[part] = load_trained(work_dir / folder, part, model_class, config_class)
     trained_dvae = weights_file(work_dir / CODES_DIR, DVAE_PART).is_file()  # not when fine-tuning: the init's is reused
-    parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir or work_dir))
+    if not trained_dvae and config.init_dir is None:
+        raise CheckpointError(
+            f"{work_dir} has no trained DVAE: its codes were made by the DVAE of the model it was fine-tuned from. "
+            "Export with the same --init MODEL_DIR the other stages ran with"
+        )
+    parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir))
     storage = getattr(torch, config.export.storage_dtype)
     save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True, storage_dtype=storage)
     write_bytes_atomic(export / MODEL_CARD_FILE, model_card(work_dir, config, parts).encode("utf-8"))
