@@ -20,6 +20,16 @@ from .samplers import SamplerOptions, sample, stacked_denoiser
 BATCHABLE_SAMPLERS = ("ddim", "dpm++2m")
 
 
+@dataclass(frozen=True)
+class MelRequest:
+    """One candidate to sample: its latents (M, C), its voice's diffusion latent (2C',), and the generator its
+    initial noise comes from."""
+
+    latents: Tensor
+    conditioning_latent: Tensor
+    generator: torch.Generator | None = None
+
+
 @torch.inference_mode()
 def latents_to_mel(
     model: DiffusionModel,
@@ -35,28 +45,7 @@ def latents_to_mel(
     batch of [conditioned, unconditioned]. The initial noise (then the p-sampler's per-step noise) comes from
     `generator`, in the original's order.
     """
-    device, dtype = model.device, model.dtype
-    frames = output_frames(latents.shape[0])
-    embeddings = model.timestep_independent(
-        latents[None].to(device, dtype), conditioning_latent[None].to(device, dtype), frames
-    )  # (1, C, frames)
-    if options.cond_free:
-        both = model.with_unconditioned(embeddings)  # (2, C, frames): [conditioned; unconditioned]
-        denoise = stacked_denoiser(lambda x, t, _free: model(x.to(dtype), t, both).float())
-    else:
-        denoise = lambda x, t: model(x.to(dtype), t, embeddings).float()  # noqa: E731
-    mel = sample(denoise, (1, UNIVNET_N_MELS, frames), options, generator=generator, progress=progress, device=device)
-    return denormalize_tacotron_mel(mel)[0]
-
-
-@dataclass(frozen=True)
-class MelRequest:
-    """One candidate to sample in a batch: its latents (M, C), its voice's diffusion latent (2C',), and the
-    generator its initial noise comes from (as `latents_to_mel` would draw it)."""
-
-    latents: Tensor
-    conditioning_latent: Tensor
-    generator: torch.Generator | None = None
+    return _sample_mels(model, [MelRequest(latents, conditioning_latent, generator)], options, progress, generator)[0]
 
 
 @torch.inference_mode()
@@ -77,6 +66,18 @@ def latents_to_mels(
             f"the {options.sampler!r} sampler draws noise at every step and cannot batch rows of different "
             f"requests; batch only {', '.join(BATCHABLE_SAMPLERS)}, or sample one at a time with latents_to_mel"
         )
+    return _sample_mels(model, requests, options, progress, None)
+
+
+def _sample_mels(
+    model: DiffusionModel,
+    requests: Sequence[MelRequest],
+    options: SamplerOptions,
+    progress: Callable[[int, int], None] | None,
+    step_generator: torch.Generator | None,
+) -> list[Tensor]:
+    """The requests' mels from one batch, each row's initial noise from its own generator and the p-sampler's
+    per-step noise from `step_generator`. Rows of one length need no mask, so one row alone runs unmasked."""
     if not requests:
         return []
     device, dtype = model.device, model.dtype
@@ -91,13 +92,13 @@ def latents_to_mels(
         drawn = torch.randn((1, UNIVNET_N_MELS, length), generator=request.generator, dtype=torch.float32, device=device)
         noise.append(F.pad(drawn, (0, longest - length)))
     embeddings, noise = torch.cat(embeddings), torch.cat(noise)  # (B, C, T), (B, 100, T)
-    mask = None  # rows of one length need none: one row alone is then exactly `latents_to_mel`
+    mask = None
     if min(frames) != longest:
         mask = (torch.arange(longest, device=device) < torch.tensor(frames, device=device)[:, None])[:, None]  # (B, 1, T)
-    if options.cond_free:
+    if options.cond_free:  # [conditioned; unconditioned] rows in one forward
         both, both_mask = model.with_unconditioned(embeddings), None if mask is None else torch.cat([mask, mask])
         denoise = stacked_denoiser(lambda x, t, _free: model(x.to(dtype), t, both, both_mask).float())
     else:
         denoise = lambda x, t: model(x.to(dtype), t, embeddings, mask).float()  # noqa: E731
-    mels = sample(denoise, tuple(noise.shape), options, noise=noise, progress=progress)
+    mels = sample(denoise, tuple(noise.shape), options, noise=noise, generator=step_generator, progress=progress)
     return [denormalize_tacotron_mel(mels[i : i + 1, :, :length])[0] for i, length in enumerate(frames)]
