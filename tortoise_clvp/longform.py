@@ -24,10 +24,10 @@ What the original's ``read.py`` does (split, generate per chunk, concatenate), w
 * **Streaming** (:func:`stream_speech`) yields one :class:`SpeechChunk` per chunk as soon as it is generated (each
   still sampled and reranked by ``tts.generate``). With ``first_chunk_length`` the first chunk ends at the first
   sentence end after that many characters (:data:`STREAMING_FIRST_CHUNK`: the first sentence alone), so the first
-  audio comes sooner; the rest is split as usual. The CLI's ``--stream`` and the server's streamed answers do that. Its ``piece`` holds the samples to play next: the crossfade with
-  the previous chunk is already applied, and the last ``crossfade_ms`` of the chunk are held back until the next
-  chunk arrives (the last chunk's piece runs to its end). So a player writes each piece straight after the previous
-  one and never goes back; concatenating all pieces gives exactly :func:`speak_long`'s waveform, which is built by
+  audio comes sooner; the rest is split as usual. The CLI's ``--stream`` and the server's streamed answers do that.
+  Each chunk's ``piece`` holds the samples to play next: the crossfade with the previous chunk is already applied,
+  and the last ``crossfade_ms`` of the chunk are held back until the next chunk arrives (the last chunk's piece
+  runs to its end). So a player writes each piece straight after the previous one and never goes back; concatenating all pieces gives exactly :func:`speak_long`'s waveform, which is built by
   doing just that.
 * **Resuming** (``work_dir``): each finished chunk is written there atomically as ``chunk_0000.wav`` (32-bit float
   wav, exact), then :data:`MANIFEST_NAME` (JSON, also written atomically) records the chunk texts, seeds, the options

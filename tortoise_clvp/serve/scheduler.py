@@ -135,7 +135,9 @@ class Scheduler:
     def __init__(self, tts: TextToSpeech, settings: ServeSettings = ServeSettings()):
         self.settings = settings
         self.decoder = BatchedDecoder(tts.models.autoregressive, settings.max_rows, threads=settings.torch_threads)
-        self.diffusion = None if tts.models.diffusion is None else BatchedDiffusion(tts.models.diffusion, threads=settings.torch_threads)
+        self.diffusion = None
+        if tts.models.diffusion is not None:
+            self.diffusion = BatchedDiffusion(tts.models.diffusion, threads=settings.torch_threads)
         diffuser = tts.diffuser if self.diffusion is None else self.diffusion.latents_to_mel
         self.tts = TextToSpeech(tts.models, sampler=self.decoder.sample_candidates, diffuser=diffuser)
         self._queue: deque[Job] = deque()

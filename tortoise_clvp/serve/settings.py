@@ -35,7 +35,8 @@ class ServeSettings:
     torch_threads: torch threads of every thread the server computes in (its workers, the shared decoder and the
     shared diffusion). Measured on 2 cores with the bundled model (benchmarks/serve.py): at 2, any stage ran about
     twice as slow while another thread that had run 2-thread OpenMP work was alive (one request 1.1 s against the
-    library's 0.6 s); at 1 they run side by side: one client 1.31 requests/s against 0.86, eight 2.25 against 1.75.
+    library's 0.6 s); at 1 they run side by side: one client 1.32 requests/s against 0.86, eight 2.31 against 1.75
+    (with shared diffusion; benchmarks/results/serve_bundled.json).
     Raise it on machines with many more cores than workers.
     """
 
@@ -58,8 +59,8 @@ class ServeSettings:
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("workers", "max_rows", "torch_threads", "max_text_chars", "max_candidates", "max_upload_bytes", "max_upload_files",
-                     "max_uploaded_voices"):
+        for name in ("workers", "max_rows", "torch_threads", "max_text_chars", "max_candidates", "max_upload_bytes",
+                     "max_upload_files", "max_uploaded_voices"):
             if getattr(self, name) < 1:
                 raise OptionsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_queue < 0 or not self.timeout_s > 0 or not self.max_clip_seconds > 0:
