@@ -82,7 +82,7 @@ from tortoise_clvp.pipeline.trimming import fix_speech_decoder_output, scoring_s
 RESULTS = Path(__file__).resolve().parent / "results"
 TEXT_IDS = 39  # + the appended 0: a ~60-character sentence
 PRUNE_SCORES = ("logprob", "clvp")
-PRESET_SAMPLERS = ("standard", "fast", "fast_dpm", "ultra_fast_dpm")  # p 200 / p 80 / dpm++2m 20 / dpm++2m 10
+PRESET_SAMPLERS = ("standard", "fast", "fast_dpm", "ultra_fast_dpm", "ultra_fast_ddim")  # p 200 / p 80 / dpm++2m 20 / 10 / ddim 4
 PRESET_N = 16  # presets are compared on CLVP's pick of this many
 
 

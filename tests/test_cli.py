@@ -273,3 +273,37 @@ def test_help_voices_and_argument_errors_do_not_import_torch(tmp_path, args, sta
     assert code == status, output
     assert "tortoise_clvp.cli" in modules  # the measurement sees the package's own imports
     assert not {name for name in modules if name == "torch" or name.startswith("torch.")}, args
+
+
+def test_without_preset_the_model_folders_own_default_is_used(env, tiny_model_dir, monkeypatch, speech_clips):
+    """A folder naming `default_preset` (as the bundled model does) is spoken with it when --preset is not given;
+    `info` shows it; the help lists every preset."""
+    import json
+
+    from tortoise_clvp.cli import PRESET_HELP
+    from tortoise_clvp.presets import PRESETS
+    from tortoise_clvp.weights.native import CONFIG_FILE
+
+    folder = env / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    meta = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**meta, "default_preset": "ultra_fast_ddim"}))
+    monkeypatch.setenv("TORTOISE_MODELS_DIR", str(folder))
+    clip = speech_clips["mono_22k"]
+    out = env / "default.wav"
+    args = ["Hello there.", "--voice", str(clip), "--candidates", "2", "--max-tokens", "16", "--seed", "3", "--quiet"]
+    result = runner.invoke(app, ["speak", *args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    from_cli, _ = soundfile.read(out, dtype="float32")
+    tts = TextToSpeech.from_local(folder)
+
+    def spoken(name: str) -> np.ndarray:
+        options = preset(name)
+        options = replace(options, decoding=replace(options.decoding, num_candidates=2, batch_size=2, max_new_tokens=16))
+        return tts.generate("Hello there.", [clip], options, seed=3).waveform.clamp(-1, 1).numpy()
+
+    np.testing.assert_array_equal(from_cli, spoken("ultra_fast_ddim"))
+    assert not np.array_equal(from_cli, spoken("ultra_fast_dpm"))
+    described = runner.invoke(app, ["info", str(folder)])
+    assert "Default preset: ultra_fast_ddim" in described.output
+    assert all(name in PRESET_HELP for name in PRESETS)

@@ -169,3 +169,30 @@ def test_native_round_trip_keeps_the_waveform_models(source, tmp_path, request):
     for a, b in ((original.diffusion, converted.diffusion), (original.vocoder, converted.vocoder)):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(x, y), name
+
+
+def test_a_native_folder_names_the_preset_it_runs_with(tmp_path, tiny_assets, speech_clips):
+    """`default_preset` in tortoise_clvp.json is what `generate` uses when given no options; a folder without it
+    runs with the package's default; an unknown name is refused when writing and when reading."""
+    import json
+
+    from conftest import tiny_parts
+
+    from tortoise_clvp import TextToSpeech
+    from tortoise_clvp.presets import DEFAULT_PRESET, preset
+
+    parts = tiny_parts()
+    plain = native.save_native(tmp_path / "plain", parts, tiny_assets)
+    assert "default_preset" not in json.loads((plain / native.CONFIG_FILE).read_text())
+    assert load_models(plain).default_preset is None
+    assert TextToSpeech(load_models(plain)).default_preset == DEFAULT_PRESET
+    named = native.save_native(tmp_path / "named", parts, tiny_assets, default_preset="ultra_fast_ddim")
+    tts = TextToSpeech(load_models(named))
+    assert load_models(named).default_preset == tts.default_preset == "ultra_fast_ddim" != DEFAULT_PRESET
+    assert tts.check_generation([speech_clips["mono_22k"]], None) == preset("ultra_fast_ddim")
+    with pytest.raises(CheckpointError, match="unknown default preset 'turbo'"):
+        native.save_native(tmp_path / "bad", parts, tiny_assets, default_preset="turbo")
+    meta = json.loads((named / native.CONFIG_FILE).read_text())
+    (named / native.CONFIG_FILE).write_text(json.dumps({**meta, "default_preset": "turbo"}))
+    with pytest.raises(CheckpointError, match="default preset 'turbo'.*upgrade"):
+        load_models(named)

@@ -260,3 +260,18 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="max_tokens"):
         ServeSettings(max_tokens=0)
     assert np.frombuffer(formats.pcm16(np.array([1.5, -1.5, 0.5])), "<i2").tolist() == [32767, -32767, 16384]
+
+
+def test_settings_fit_the_models_own_preset():
+    """A folder naming its preset (the bundled model) is served with it for its own name and for tts-1; without one,
+    the package's default and OpenAI's mapping stay; a preset given on the command line wins for the model's name."""
+    from tortoise_clvp.presets import DEFAULT_PRESET
+    from tortoise_clvp.serve.settings import OPENAI_MODELS
+
+    plain = ServeSettings(model_name="m").for_model(None)
+    assert plain.preset_for("m") == DEFAULT_PRESET and plain.models == OPENAI_MODELS
+    named = ServeSettings(model_name="m").for_model("ultra_fast_ddim")
+    assert named.preset_for("m") == named.preset_for("tts-1") == "ultra_fast_ddim"
+    assert named.preset_for("tts-1-hd") == OPENAI_MODELS["tts-1-hd"]
+    chosen = ServeSettings(model_name="m", default_preset="fast_dpm").for_model("ultra_fast_ddim")
+    assert chosen.preset_for("m") == "fast_dpm"

@@ -250,6 +250,22 @@ def test_at_most_max_examples_training_utterances_are_prepared(decoder_work, pre
     assert batches.examples.indices[:3] == every.examples.indices[:3]
 
 
+def test_examples_made_by_another_decoder_are_rebuilt(prepared, tmp_path):
+    """A decoder trained on after the examples were built makes other latents: its examples are rebuilt, not reused;
+    the same decoder reuses them as stored."""
+    work, batches, _ = prepared
+    work = fresh_work(work, tmp_path)
+    decoder = load_decoder(work)
+    assert torch.equal(training_data(work, SMOKE, decoder, no_progress)[0].examples.latents(0),
+                       batches.examples.latents(0))
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.mul_(1.5)
+    rebuilt = training_data(work, SMOKE, decoder, no_progress)[0].examples
+    assert rebuilt.indices == batches.examples.indices
+    assert not torch.allclose(rebuilt.latents(0), batches.examples.latents(0), atol=1e-2)
+
+
 def test_batches_are_seeded_windows(prepared):
     _, batches, _ = prepared
     first = batches.batch(2, step_generator(0, 2))

@@ -50,6 +50,8 @@ def test_the_export_loads_and_makes_candidates(tmp_path_factory, tmp_path):
     assert {stored.get_tensor(key).dtype for key in stored.keys()} >= {torch.float16}
     card = (export / MODEL_CARD_FILE).read_text()
     assert "--smoke" in card and "perplexity" in card and "R@1" in card and "voice0" in card
+    assert tts.default_preset == RecipeConfig.smoke().export.default_preset == "ultra_fast_ddim"
+    assert "Default preset: `ultra_fast_ddim`" in card
     before = (export / MODEL_CARD_FILE).stat().st_mtime_ns
     run_export(work, RecipeConfig.smoke(), no_progress)
     assert (export / MODEL_CARD_FILE).stat().st_mtime_ns == before
@@ -92,3 +94,11 @@ def test_fine_tuning_from_an_export_keeps_its_tokenizer_codebook_and_sizes(tmp_p
     shutil.rmtree(tuned / EXPORT_DIR)
     with pytest.raises(CheckpointError, match="same --init"):  # its codes came from the init model's DVAE
         run_export(tuned, RecipeConfig.smoke(), no_progress)
+
+
+def test_the_export_names_only_a_known_preset():
+    from tortoise_clvp.train.config import ExportConfig
+
+    assert ExportConfig().default_preset == "ultra_fast_ddim"
+    with pytest.raises(ValueError, match="unknown default preset 'turbo'"):
+        ExportConfig(default_preset="turbo")

@@ -190,6 +190,12 @@ class TextToSpeech:
     def device(self) -> torch.device:
         return self.models.autoregressive.device
 
+    @property
+    def default_preset(self) -> str:
+        """The preset `generate` uses when given none: the model folder's own choice (the bundled model names one
+        that suits a small model), else the package's DEFAULT_PRESET (the release's)."""
+        return self.models.default_preset or DEFAULT_PRESET
+
     def tokenize(self, text: str) -> Tensor:
         """Text -> (T,) ids ending in the text stop id that Tortoise's `tts()` appends (the decoder then adds its own
         start and stop tokens around them); raises InputTextError if unspeakable: empty, or without a single letter
@@ -206,16 +212,17 @@ class TextToSpeech:
         check_lengths(self.models.autoregressive, text_ids, options)
         return text_ids
 
-    def check_generation(self, voice: Voice, options: GenerationOptions | str) -> GenerationOptions:
+    def check_generation(self, voice: Voice, options: GenerationOptions | str | None) -> GenerationOptions:
         """Pre-flight for making audio, before any work: the diffusion decoder and vocoder are loaded, `options` is a
-        GenerationOptions or a preset name (returned resolved), and a Conditioning passed as the voice has its
-        diffusion latent."""
+        GenerationOptions or a preset name (None: `default_preset`; returned resolved), and a Conditioning passed as
+        the voice has its diffusion latent."""
         models = self.models
         if models.diffusion is None or models.vocoder is None:
             raise CheckpointError(
                 "making audio needs the diffusion decoder and the vocoder: put Tortoise's diffusion_decoder.pth "
                 "and vocoder.pth in the model directory (candidates() works without them)"
             )
+        options = self.default_preset if options is None else options
         options = preset(options) if isinstance(options, str) else options
         if not isinstance(options, GenerationOptions):
             raise OptionsError(f"options must be a GenerationOptions or a preset name, got {type(options).__name__}")
@@ -320,11 +327,12 @@ class TextToSpeech:
         self,
         text: str,
         voice: Voice,
-        options: GenerationOptions | str = DEFAULT_PRESET,
+        options: GenerationOptions | str | None = None,
         seed: int | None = None,
         progress: Progress | None = None,
     ) -> Speech:
-        """Speak `text` in `voice` (clips or a Conditioning); `options` is a GenerationOptions or a preset name.
+        """Speak `text` in `voice` (clips or a Conditioning); `options` is a GenerationOptions or a preset name
+        (None: the model's `default_preset`).
 
         The same seed gives the same audio. progress: the stages of `candidates`, then "diffusion" and "vocoder".
         For texts longer than the decoder takes, see `tortoise_clvp.longform` (`speak_long`, `stream_speech`).
@@ -385,7 +393,7 @@ def _shared(models_dir: str | None, device: str) -> TextToSpeech:
 def generate(
     text: str,
     voice: Voice,
-    options: GenerationOptions | str = DEFAULT_PRESET,
+    options: GenerationOptions | str | None = None,
     seed: int | None = None,
     models_dir: str | Path | None = None,
     device: str = "cpu",

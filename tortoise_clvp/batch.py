@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .atomic import write_bytes_atomic
 from .errors import OptionsError, TortoiseClvpError, describe
-from .presets import DEFAULT_PRESET, PRESETS
+from .presets import PRESETS
 from .seeds import seed_or_draw
 from .voices import AUDIO_SUFFIXES
 
@@ -61,12 +61,13 @@ class ManifestError(TortoiseClvpError):
 
 @dataclass(frozen=True)
 class Item:
-    """One manifest line, checked. `seed` None: drawn when the item runs (and recorded)."""
+    """One manifest line, checked. `seed` None: drawn when the item runs (and recorded); `preset` None: the model's
+    own default (`TextToSpeech.default_preset`)."""
 
     id: str
     text: str
     voice: str
-    preset: str = DEFAULT_PRESET
+    preset: str | None = None
     seed: int | None = None
     format: str = DEFAULT_FORMAT
 
@@ -132,8 +133,8 @@ def _check_line(line: str, seen: set[str]) -> Item:
     for name in ("text", "voice"):
         if not isinstance(data.get(name), str) or not data[name].strip():
             raise OptionsError(f"{name} must be a non-empty string")
-    preset = data.get("preset", DEFAULT_PRESET)
-    if preset not in PRESETS:
+    preset = data.get("preset")
+    if preset is not None and preset not in PRESETS:
         raise OptionsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     seed = data.get("seed")
     if seed is not None:
@@ -220,7 +221,8 @@ class Synthesizer:
 
         start = time.monotonic()
         seed = seed_or_draw(item.seed)
-        job = SpeechJob(item.text, self._conditioning(item.voice, seed), self.scheduler.fitted(preset(item.preset)), seed)
+        options = preset(item.preset or self.scheduler.tts.default_preset)
+        job = SpeechJob(item.text, self._conditioning(item.voice, seed), self.scheduler.fitted(options), seed)
         events: queue.Queue = queue.Queue()
         self.scheduler.submit(job, events.put)
         pieces, scores, rate = [], [], 0

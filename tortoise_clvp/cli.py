@@ -42,6 +42,10 @@ Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")]
 Seed = Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED, help="Seed; the same seed gives the same result.")]
 VoicesDir = Annotated[list[Path], typer.Option(help="Extra folder(s) of voices (also $TORTOISE_VOICES_DIR).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+PRESET_HELP = (
+    "ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm, ultra_fast_ddim (default: the model's own: "
+    "ultra_fast_ddim for the bundled model, fast for the released models)."
+)
 
 
 def _fail(error: Exception | str, code: int = 2) -> None:
@@ -205,7 +209,7 @@ def speak(
     voice: Annotated[list[str], typer.Option("--voice", "-v", help="Clip, folder, voice name, 'a&b' (quote it in a shell) or 'random'; repeat for several clips.")] = ["piper_joe"],  # noqa: B006
     output: Annotated[str, typer.Option("--output", "-o", help="Output file (.wav/.flac/.ogg), or '-' for raw 16-bit PCM on stdout.")] = "speech.wav",
     text_file: Annotated[Optional[Path], typer.Option(help="Read the text from this UTF-8 file.")] = None,
-    preset_name: Annotated[str, typer.Option("--preset", help="ultra_fast, fast, standard, high_quality, ultra_fast_dpm, fast_dpm.")] = "fast",
+    preset_name: Annotated[Optional[str], typer.Option("--preset", help=PRESET_HELP)] = None,
     candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="Candidates to sample (default: the preset's).")] = None,
     keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Write the K best candidates (OUT, OUT_2, ...).")] = 1,
     seed: Seed = None,
@@ -235,8 +239,12 @@ def speak(
         spec = _voice_spec(voice, voices_dir)
         started = time.perf_counter()
         with _Progress(quiet or to_stdout) as progress:
-            options = _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep)
+            def options_of(name: str):
+                return _generation_options(name, faithful, candidates, max_tokens, sampler, steps, keep)
+
+            options = None if preset_name is None else options_of(preset_name)  # a bad name fails before loading
             tts = _load(models_dir, device, dtype, compile, progress)
+            options = options or options_of(tts.default_preset)
             from .longform import STREAMING_FIRST_CHUNK, stream_speech
             from .voices import voice_latents
 
@@ -558,7 +566,7 @@ def serve(
     max_rows: Annotated[int, typer.Option(min=1, help="Candidate rows decoded together at most (memory).")] = 64,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds a request may take, waiting included.")] = 600.0,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default: the preset's).")] = None,
-    preset_name: Annotated[str, typer.Option("--preset", help="Preset for requests naming the model itself (tts-1: ultra_fast_dpm, tts-1-hd: fast_dpm).")] = "ultra_fast_dpm",
+    preset_name: Annotated[Optional[str], typer.Option("--preset", help="Preset for requests naming the model itself (default: the model's own; tts-1: ultra_fast_dpm, tts-1-hd: fast_dpm).")] = None,
     model_name: Annotated[Optional[str], typer.Option(help="The model's own name in requests (default: its folder's name).")] = None,
     voices_dir: VoicesDir = [],  # noqa: B006
     cache_dir: Annotated[Optional[Path], typer.Option(help="Voice latent cache (default ~/.cache/tortoise_clvp/latents).")] = None,

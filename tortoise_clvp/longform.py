@@ -75,7 +75,7 @@ from .frontend.audio import save_audio
 from .frontend.mel import OUTPUT_SAMPLE_RATE
 from .frontend.text import split_and_recombine_text
 from .pipeline.conditioning import Conditioning
-from .presets import DEFAULT_PRESET, GenerationOptions
+from .presets import GenerationOptions
 from .seeds import check_seed, seed_or_draw
 
 __all__ = [
@@ -486,7 +486,7 @@ def stream_speech(
     tts: TextToSpeech,
     text: str,
     voice: Voice,
-    options: GenerationOptions | str = DEFAULT_PRESET,
+    options: GenerationOptions | str | None = None,
     seed: int | None = None,
     work_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,
@@ -551,7 +551,7 @@ def speak_long(
     tts: TextToSpeech,
     text: str,
     voice: Voice,
-    options: GenerationOptions | str = DEFAULT_PRESET,
+    options: GenerationOptions | str | None = None,
     seed: int | None = None,
     work_dir: str | os.PathLike | None = None,
     progress: Progress | None = None,

@@ -69,7 +69,7 @@ from ..atomic import write_bytes_atomic
 from ..errors import AudioError, InputTextError, OptionsError, TortoiseClvpError
 from ..pipeline.decoding import DecodingOptions
 from ..pipeline.sampling import SamplingOptions
-from ..presets import DEFAULT_PRESET, PRESETS
+from ..presets import PRESETS
 from .best_of_n import HeardCandidates, Transcriber, best_of_n_rows, hear_candidates, text_correlation
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -111,7 +111,7 @@ class ManifestEntry:
     text: str
     voice: tuple[Path, ...]
     options: DecodingOptions
-    preset: str = DEFAULT_PRESET  # its diffusion settings make the audio the ASR hears
+    preset: str | None = None  # its diffusion settings make the audio the ASR hears (None: the model's default)
 
 
 def _where(path: Path, line: int) -> str:
@@ -206,8 +206,8 @@ def parse_manifest_line(raw: str, line: int, manifest: Path) -> ManifestEntry:
     if not isinstance(ident, (str, int)) or isinstance(ident, bool) or str(ident) == "":
         raise OptionsError(f"{where}: 'id' must be a non-empty string, got {json.dumps(ident)}")
     voice = _parse_voice(entry["voice"], manifest.parent, where)
-    preset = entry.get("preset", DEFAULT_PRESET)
-    if preset not in PRESETS:
+    preset = entry.get("preset")
+    if preset is not None and preset not in PRESETS:
         raise OptionsError(f"{where}: unknown preset {json.dumps(preset)}; choose one of {', '.join(PRESETS)}")
     return ManifestEntry(line, str(ident), text, voice, parse_options(entry.get("options"), where), preset)
 
@@ -487,7 +487,7 @@ def run_rerank_benchmark(
                                         seed=seed, clvp_batch_size=clvp_batch_size)
                 heard = None
                 if transcriber is not None:
-                    heard = hear_candidates(tts, entry.text, conditioning, result, PRESETS[entry.preset].diffusion,
+                    heard = hear_candidates(tts, entry.text, conditioning, result, PRESETS[entry.preset or tts.default_preset].diffusion,
                                             transcriber)
                     if progress is not None:
                         progress("by ear", index * len(seeds) + seed_index + 1, total)
@@ -571,7 +571,7 @@ def _assemble(tts, manifest, entries, plans, runs, grid, seeds, retrieval_per_se
             "voice": [str(p) for p in entry.voice],
             "text_tokens": int(text_ids.numel()),
             "options": dataclasses.asdict(options),
-            "preset": entry.preset,
+            "preset": entry.preset or tts.default_preset,
             "conditioning_s": conditioning_s.get(entry.voice, 0.0),
             "runs": run_rows,
         })

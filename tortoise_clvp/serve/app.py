@@ -102,7 +102,9 @@ def error_response(status: int, message: str, param: str | None = None, headers:
 
 
 def create_app(tts: TextToSpeech, settings: ServeSettings = ServeSettings()) -> FastAPI:
-    """The app for a loaded model: its scheduler (`app.state.scheduler`) starts now and stops with the app."""
+    """The app for a loaded model: its scheduler (`app.state.scheduler`) starts now and stops with the app. The
+    settings are fitted to the model's own preset first (`ServeSettings.for_model`)."""
+    settings = settings.for_model(tts.models.default_preset)
     scheduler = Scheduler(tts, settings)
     voices = VoiceBook(scheduler.tts, settings)
 

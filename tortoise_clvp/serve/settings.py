@@ -3,22 +3,24 @@ scheduler and the voice book read them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import OptionsError
 from ..pipeline.batched_decoding import DEFAULT_MAX_ROWS
-from ..presets import PRESETS
+from ..presets import DEFAULT_PRESET, PRESETS
 
 # OpenAI's model names, mapped to our presets: tts-1 is the quick one, tts-1-hd the high-quality one
 OPENAI_MODELS = {"tts-1": "ultra_fast_dpm", "tts-1-hd": "fast_dpm"}
+QUICK_OPENAI_MODEL = "tts-1"
 
 
 @dataclass(frozen=True)
 class ServeSettings:
     """What the server accepts and how much work it takes on.
 
-    model_name: the loaded model's own name, accepted as `model` beside OpenAI's (its preset: `default_preset`).
+    model_name: the loaded model's own name, accepted as `model` beside OpenAI's (its preset: `default_preset`,
+    None: the model folder's own default, `TextToSpeech.default_preset`).
     workers: requests synthesized at once; their candidate rows share one batched decoder (2-16).
     max_queue: requests waiting beyond those; more are refused with 429 and Retry-After.
     timeout_s: a request's time limit from arrival, waiting included (then 504, or the stream ends).
@@ -41,7 +43,7 @@ class ServeSettings:
     """
 
     model_name: str = "tortoise"
-    default_preset: str = "ultra_fast_dpm"
+    default_preset: str | None = None
     models: dict[str, str] = field(default_factory=lambda: dict(OPENAI_MODELS))
     workers: int = 8
     max_queue: int = 32
@@ -67,12 +69,25 @@ class ServeSettings:
             raise OptionsError("max_queue must be >= 0, timeout_s and max_clip_seconds > 0")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise OptionsError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
-        unknown = sorted({self.default_preset, *self.models.values()} - set(PRESETS))
+        named = {*self.models.values()} | ({self.default_preset} if self.default_preset is not None else set())
+        unknown = sorted(named - set(PRESETS))
         if unknown:
             raise OptionsError(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
 
+    def for_model(self, folder_preset: str | None) -> "ServeSettings":
+        """These settings for a model whose folder names `folder_preset` (`LoadedModels.default_preset`; None: it
+        names none). A None `default_preset` becomes that preset, else the package's DEFAULT_PRESET. A folder that
+        names its preset names the one that suits it, so OpenAI's quick model (tts-1) is served with it too."""
+        settings = self
+        if settings.default_preset is None:
+            settings = replace(settings, default_preset=folder_preset or DEFAULT_PRESET)
+        if folder_preset is not None and QUICK_OPENAI_MODEL in settings.models:
+            settings = replace(settings, models={**settings.models, QUICK_OPENAI_MODEL: folder_preset})
+        return settings
+
     def preset_for(self, model: str) -> str | None:
-        """The preset a request's `model` asks for, or None if this server does not serve that model."""
+        """The preset a request's `model` asks for, or None if this server does not serve that model (`for_model`
+        resolves a None `default_preset` first; the app does)."""
         if model == self.model_name:
             return self.default_preset
         return self.models.get(model)

@@ -308,9 +308,20 @@ class ClvpTrainConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     """How the export stores the weights: "float16" halves the folder (the bundled model must stay under 40 MB);
-    loading restores float32 or the dtype asked for. "float32" keeps the trained values exactly."""
+    loading restores float32 or the dtype asked for. "float32" keeps the trained values exactly.
+
+    default_preset: the preset the exported folder names for callers that name none (`tortoise_clvp.json`). A small
+    model trained here is heard best with ultra_fast_ddim (benchmarks/README.md, "Presets for the bundled model").
+    """
 
     storage_dtype: str = "float16"
+    default_preset: str = "ultra_fast_ddim"
+
+    def __post_init__(self) -> None:
+        from ..presets import PRESETS  # here, not at the top: the command line reads this module without torch
+
+        if self.default_preset not in PRESETS:
+            raise ValueError(f"unknown default preset {self.default_preset!r}; choose one of {', '.join(PRESETS)}")
 
 
 TRAINED_STAGES = ("codes", "autoregressive", "clvp", "diffusion", "vocoder")  # the stages with a training loop

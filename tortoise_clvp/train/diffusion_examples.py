@@ -12,7 +12,9 @@ what it should produce (see `train/diffusion.py` for why each is made this way):
 
 Computing them costs a decoder pass and an STFT per utterance, as much as a training step of a small diffusion
 decoder, so they are built once (float16, in shards of `SHARD_SIZE` utterances written atomically, so an
-interrupted build resumes at its last shard) into WORK_DIR/diffusion/examples/.
+interrupted build resumes at its last shard) into WORK_DIR/diffusion/examples/. Each shard records the utterances it
+holds and a fingerprint of the decoder that made its latents, so a shard made by another decoder (one trained on
+since) is rebuilt rather than silently reused.
 
 The diffusion decoder's own voice conditioning is `diffusion_conditioning_mel` of a 22.05 kHz clip, exactly as
 inference computes it; `VoiceReferences` holds it for a seeded sample of each voice's training clips
@@ -21,6 +23,7 @@ inference computes it; `VoiceReferences` holds it for a seeded sample of each vo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +107,10 @@ def build_references(work_dir: Path, data: ArData, per_voice: int, seed: int) ->
         indices += [pool[i] for i in sorted(torch.randperm(len(pool), generator=generator)[:per_voice].tolist())]
     voices = [data.utterances[i].voice for i in indices]
     path = Path(work_dir) / DIFFUSION_DIR / REFERENCES_FILE
+    key = {"indices": json.dumps(indices)}
     if path.is_file():
-        stored, tensors = _read_indexed(path)
-        if stored == indices:
+        stored, tensors = _read_keyed(path)
+        if _matches(stored, key):
             return VoiceReferences(indices, voices, tensors["mels"])
     folder = corpus_dir(work_dir)
     mels = [
@@ -115,7 +119,7 @@ def build_references(work_dir: Path, data: ArData, per_voice: int, seed: int) ->
     ]
     stacked = torch.stack(mels).to(STORED_DTYPE)  # (R, 1, 100, 401)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, save({"mels": stacked}, metadata={"indices": json.dumps(indices)}))
+    write_bytes_atomic(path, save({"mels": stacked}, metadata=key))
     return VoiceReferences(indices, voices, stacked)
 
 
@@ -155,13 +159,27 @@ def _shard_path(folder: Path, shard: int) -> Path:
     return folder / f"shard_{shard:05d}.safetensors"
 
 
-def _read_indexed(path: Path) -> tuple[list[int], dict[str, Tensor]]:
+def _read_keyed(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """A stored file's metadata (what it was made of) and tensors."""
     try:
         with safe_open(str(path), "pt") as handle:
-            indices = json.loads(handle.metadata()["indices"])
-        return indices, load_file(str(path))
-    except (OSError, SafetensorError, KeyError, ValueError) as error:
+            metadata = handle.metadata() or {}
+        return metadata, load_file(str(path))
+    except (OSError, SafetensorError, ValueError) as error:
         raise CheckpointError(f"cannot read {path} ({error}); delete it and rerun the diffusion stage") from None
+
+
+def _matches(stored: dict[str, str], key: dict[str, str]) -> bool:
+    return all(stored.get(name) == value for name, value in key.items())
+
+
+def decoder_fingerprint(model: AutoregressiveModel) -> str:
+    """A short hash of the decoder's weights: which decoder made a shard's latents."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def build_examples(
@@ -177,11 +195,12 @@ def build_examples(
     folder = Path(work_dir) / DIFFUSION_DIR / EXAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     shards = [list(indices[start : start + SHARD_SIZE]) for start in range(0, len(indices), SHARD_SIZE)]
-    parts = []
+    parts, decoder = [], decoder_fingerprint(autoregressive)
     for shard, wanted in enumerate(shards):
         path = _shard_path(folder, shard)
-        stored = _read_indexed(path) if path.is_file() else None
-        if stored is None or stored[0] != wanted:
+        key = {"indices": json.dumps(wanted), "decoder": decoder}
+        stored = _read_keyed(path) if path.is_file() else None
+        if stored is None or not _matches(stored[0], key):
             latents, mels = [], []
             for index in wanted:
                 example = prepare(data, index, autoregressive, clips, corpus_dir(work_dir), seed)
@@ -193,8 +212,8 @@ def build_examples(
                 "mels": torch.cat([m.T for m in mels]).to(STORED_DTYPE),
                 "mel_lengths": torch.tensor([m.shape[1] for m in mels]),
             }
-            write_bytes_atomic(path, save(tensors, metadata={"indices": json.dumps(wanted)}))
-            stored = (wanted, tensors)
+            write_bytes_atomic(path, save(tensors, metadata=key))
+            stored = (key, tensors)
         parts.append(stored[1])
         progress("diffusion examples", min((shard + 1) * SHARD_SIZE, len(indices)), len(indices), {})
     lengths = torch.cat([part["latent_lengths"] for part in parts])

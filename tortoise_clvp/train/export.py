@@ -98,6 +98,8 @@ def model_card(work_dir: Path, config: RecipeConfig, parts: dict[str, nn.Module]
         "",
         f"Recipe: `{command}`" + (" (toy scale: proves the recipe, says nothing about quality)" if smoke else ""),
         "",
+        f"Default preset: `{config.export.default_preset}` (`tortoise_clvp.json`; used when a caller names none).",
+        "",
         "## Parts",
         "",
         "| part | parameters | config |",
@@ -176,6 +178,7 @@ def run_export(work_dir: Path, config: RecipeConfig, progress: TrainProgress) ->
         )
     parts["dvae"] = load_dvae(work_dir) if trained_dvae else load_exported_dvae(Path(config.init_dir))
     storage = getattr(torch, config.export.storage_dtype)
-    save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True, storage_dtype=storage)
+    save_native(export, parts, work_dir / TOKENIZER_DIR, overwrite=True, storage_dtype=storage,
+                default_preset=config.export.default_preset)
     write_bytes_atomic(export / MODEL_CARD_FILE, model_card(work_dir, config, parts).encode("utf-8"))
     progress("export", 1, 1, {"parts": float(len(parts))})

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, describe
+from ..presets import DEFAULT_PRESET
 from . import hf_clvp, native
 from .model_dir import (
     DATA_FILES,
@@ -30,6 +31,7 @@ from .model_dir import (
     ModelPart,
     check_parts_fit,
     detect_layout,
+    folder_default_preset,
     model_parts,
 )
 
@@ -85,6 +87,7 @@ class ModelDirInfo:
     stages: dict[str, bool] = field(default_factory=dict)
     blockers: dict[str, list[str]] = field(default_factory=dict)  # stage -> why it is unusable
     problems: list[str] = field(default_factory=list)
+    default_preset: str | None = None  # the preset the folder names for callers that name none
 
     @property
     def parameters(self) -> dict[str, int]:
@@ -113,6 +116,7 @@ def describe_model_dir(path: str | Path) -> ModelDirInfo:
     try:
         info.layout = detect_layout(path)
         parts = model_parts(path, info.layout)
+        info.default_preset = folder_default_preset(path, info.layout)
     except CheckpointError as exc:
         info.problems.append(str(exc))
         everywhere.append("no model layout recognised" if info.layout is None else "model sizes unreadable")
@@ -284,6 +288,9 @@ def format_info(info: ModelDirInfo) -> str:
     """A plain-text report of `describe_model_dir`'s result, for the command line."""
     lines = [f"Model directory: {info.path}"]
     lines.append(f"Layout: {info.layout} ({LAYOUT_NAMES[info.layout]})" if info.layout else "Layout: not recognised")
+    if info.layout:
+        chosen = info.default_preset or f"{DEFAULT_PRESET} (the package's; the folder names none)"
+        lines.append(f"Default preset: {chosen}")
     lines.append("")
     rows = [["File", "Role", "Needed for", "Status", "Size"]]
     for f in info.files:

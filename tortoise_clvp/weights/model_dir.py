@@ -72,7 +72,8 @@ DATA_FILES: dict[str, tuple[str, Callable[[Path], Any]]] = {
 
 @dataclass
 class LoadedModels:
-    """Every model of the pipeline on one device; diffusion and vocoder are None where the folder lacks them."""
+    """Every model of the pipeline on one device; diffusion and vocoder are None where the folder lacks them.
+    `default_preset`: the preset the folder names for callers that name none (None: it names none)."""
 
     autoregressive: AutoregressiveModel
     clvp: ClvpModel
@@ -81,6 +82,7 @@ class LoadedModels:
     layout: str
     diffusion: DiffusionModel | None = None
     vocoder: UnivNetVocoder | None = None
+    default_preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,14 @@ def load_models(
         vocoder = None if vocoder is None else vocoder.to(device).eval()
     except (RuntimeError, AssertionError) as exc:
         raise CheckpointError(f"cannot place the models on {device} ({describe(exc)}); choose another device") from None
-    return LoadedModels(autoregressive, clvp, tokenizer, mel_norms, layout, diffusion, vocoder)
+    return LoadedModels(
+        autoregressive, clvp, tokenizer, mel_norms, layout, diffusion, vocoder, folder_default_preset(path, layout)
+    )
+
+
+def folder_default_preset(path: Path, layout: str) -> str | None:
+    """The preset a model folder names for callers that name none (a native folder's `default_preset`), or None."""
+    return native.read_meta(path).get(native.DEFAULT_PRESET_KEY) if layout == "native" else None
 
 
 def check_parts_fit(

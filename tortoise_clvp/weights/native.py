@@ -1,6 +1,7 @@
 """Our native format: safetensors weights in our own names plus one JSON of sizes, read without pickle.
 
-A native directory holds ``tortoise_clvp.json`` (format version and each model's config), one
+A native directory holds ``tortoise_clvp.json`` (format version, each model's config and, optionally, the preset
+the model is meant to run with: a small model trained here samples best with other settings than the release), one
 ``<part>.safetensors`` per model (autoregressive and clvp always; diffusion and vocoder when converted from
 a folder that had them), and Tortoise's ``tokenizer.json`` / ``mel_norms.pth`` copied as they are.
 `model_dir.convert` writes one from any supported layout, atomically; `model_dir.model_parts` reads it with
@@ -27,6 +28,7 @@ from ..models.clvp import ClvpModel
 from ..models.diffusion import DiffusionModel
 from ..models.dvae import DiscreteVae
 from ..models.vocoder import UnivNetVocoder
+from ..presets import PRESETS
 from .strict import load_into_meta_model, read_json, read_safetensors
 
 CONFIG_FILE = "tortoise_clvp.json"
@@ -43,6 +45,7 @@ PARTS: dict[str, tuple[Any, type[nn.Module]]] = {
     "dvae": (DvaeConfig, DiscreteVae),  # models trained here: the speech codes' DVAE (fine-tuning, previews)
 }
 REQUIRED_PARTS = ("autoregressive", "clvp")
+DEFAULT_PRESET_KEY = "default_preset"  # optional: the preset used when a caller names none
 
 
 def weights_file(part: str) -> str:
@@ -56,6 +59,12 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path / CONFIG_FILE} is format {meta.get('format')!r} version {meta.get('version')!r}; this package "
             f"reads {FORMAT_NAME!r} version {FORMAT_VERSION}. Convert the original files again with this version."
+        )
+    chosen = meta.get(DEFAULT_PRESET_KEY)
+    if chosen is not None and chosen not in PRESETS:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} names the default preset {chosen!r}, which this package does not have (it has "
+            f"{', '.join(PRESETS)}); upgrade tortoise_clvp or remove {DEFAULT_PRESET_KEY!r} from the file"
         )
     return meta
 
@@ -89,16 +98,20 @@ def save_native(
     assets: Path,
     overwrite: bool = False,
     storage_dtype: torch.dtype = torch.float32,
+    default_preset: str | None = None,
 ) -> Path:
     """Write a native directory at `destination`, all or nothing: built in a temporary sibling, then renamed.
 
     `parts` maps part names (see PARTS) to models; `assets` is the directory holding tokenizer.json and
     mel_norms.pth. An existing destination is refused unless `overwrite`, and replaced only once the new one
     is complete. `storage_dtype` float16 halves the files: the parameters are stored in it, buffers stay float32
-    (loading restores float32, or the dtype asked for).
+    (loading restores float32, or the dtype asked for). `default_preset` names the preset the model runs with
+    when a caller names none (None: the package's default).
     """
     if storage_dtype not in (torch.float32, torch.float16):
         raise CheckpointError(f"native weights are stored in float32 or float16, not {storage_dtype}")
+    if default_preset is not None and default_preset not in PRESETS:
+        raise CheckpointError(f"unknown default preset {default_preset!r}; choose one of {', '.join(PRESETS)}")
     destination = Path(destination).expanduser()
     missing = [part for part in REQUIRED_PARTS if part not in parts]
     if missing or set(parts) - set(PARTS):
@@ -114,6 +127,8 @@ def save_native(
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=parent))
     try:
         meta: dict[str, Any] = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        if default_preset is not None:
+            meta[DEFAULT_PRESET_KEY] = default_preset
         for part, model in parts.items():
             meta[part] = model.config.to_dict()
             weights = {name for name, _ in model.named_parameters()}  # buffers (tables, filters) stay float32
