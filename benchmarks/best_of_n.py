@@ -16,7 +16,8 @@ Three parts, run separately:
 ``quality WORK_DIR`` (a trained model: WORK_DIR/export, or ``--models-dir``): held-out (valid) sentences of the
 training corpus, each spoken in its voice (a training clip of that voice as the reference), ``--seeds`` seeds.
 Per sentence and seed, max(``--candidates``) candidates are sampled once (row-keyed draws, as the pruned runs) and
-every one is decoded to audio (the diffusion decoder with ``--preset``'s sampler, or, for a model without it,
+every one is decoded to audio (candidates sampled with ``--preset``'s decoder sampling, default the model's own
+preset, and diffused with its sampler, or, for a model without a diffusion decoder,
 ``--audio preview``: the DVAE decoder and Griffin-Lim) and transcribed by Whisper tiny.en (the eval extra). Then:
 - best of N (`bench.best_of_n`): WER/CER of CLVP's pick, a random pick and the ASR-best, per N; Spearman per text;
 - pruning replayed for every ``--prune-at`` x ``--prune-keep`` x score (logprob, clvp): which candidates a cut keeps
@@ -28,15 +29,16 @@ every one is decoded to audio (the diffusion decoder with ``--preset``'s sampler
 
 ``rescore QUALITY_JSON`` (a finished quality run): how CLVP's layout of the candidates changes its picks. Every
 (sentence, seed) of the run is sampled again (same model, seed and row-keyed draws: the scores of the candidates
-as sampled, padded to the token budget, must equal the run's, which proves they are the same candidates) and scored
-with `ClvpConfig.score_padding` = each of ``--paddings`` (``none``: every sampled position, as the original).
-The run's WER/CER per candidate are reused, so no audio is made: best of N and Spearman per layout, and the
-scoring time.
+in the model's own layout, as the run scored them, must equal the run's, which proves they are the same
+candidates) and scored with `ClvpConfig.score_padding` = each of ``--paddings`` (``none``: every sampled position,
+as the original). The run's WER/CER per candidate are reused, so no audio is made: best of N and Spearman per
+layout, and the scoring time.
 
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
        python benchmarks/best_of_n.py quality WORK_DIR [--models-dir DIR] [--sentences 100] [--seeds 0,1]
-         [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset fast]
+         [--exclude-trained-on OTHER_WORK_DIR ...] [--min-reference-seconds 2]
+         [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset NAME]
          [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--threads 2]
          [--out benchmarks/results/best_of_n_quality.json]
        python benchmarks/best_of_n.py rescore QUALITY_JSON [--paddings none,0,8,32,64]
@@ -51,6 +53,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +250,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # quality (a trained model) ----------------------------------------------------------------------------------------
-def _sentences(work_dir: Path, count: int) -> list[tuple[Any, Path]]:
-    """Held-out (valid) sentences, one per text, each with a training clip of its voice as the reference."""
+def _sentences(work_dir: Path, count: int, min_reference_s: float = 0.0,
+               excluded: tuple[str, ...] = ()) -> list[tuple[Any, Path]]:
+    """Held-out (valid) sentences, one per text, leaving out those the train splits of the `excluded` work folders
+    hold, each with its voice's first training clip of at least `min_reference_s` as the reference (a run records
+    both, so `rescore` finds the same references)."""
+    from intelligibility import trained_texts
+
     from tortoise_clvp.train.config import TRAIN_SPLIT, VALID_SPLIT
     from tortoise_clvp.train.metadata import corpus_dir, read_metadata
 
@@ -256,9 +264,9 @@ def _sentences(work_dir: Path, count: int) -> list[tuple[Any, Path]]:
     folder = corpus_dir(work_dir)
     reference = {}
     for utterance in utterances:
-        if utterance.split == TRAIN_SPLIT:
+        if utterance.split == TRAIN_SPLIT and utterance.duration >= min_reference_s:
             reference.setdefault(utterance.voice, folder / utterance.wav_22k)
-    chosen, seen = [], set()
+    chosen, seen = [], trained_texts([Path(path) for path in excluded])
     for utterance in utterances:
         if utterance.split == VALID_SPLIT and utterance.text not in seen and utterance.voice in reference:
             seen.add(utterance.text)
@@ -328,12 +336,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     grid = sorted(set(args.candidate_counts))
     largest = grid[-1]
     stop = tts.models.autoregressive.config.tokens.mel_stop
-    options = DecodingOptions(num_candidates=largest, batch_size=min(largest, args.batch_size),
-                              max_new_tokens=args.max_new_tokens)
-    diffusion = PRESETS[args.preset].diffusion
-    sentences = _sentences(work_dir, args.sentences)
+    chosen = args.preset or tts.default_preset
+    options = replace(PRESETS[chosen].decoding, num_candidates=largest, batch_size=min(largest, args.batch_size),
+                      max_new_tokens=args.max_new_tokens)
+    diffusion = PRESETS[chosen].diffusion
+    excluded = tuple(map(str, args.exclude_trained_on))
+    sentences = _sentences(work_dir, args.sentences, args.min_reference_seconds, excluded)
     result = result_header("best_of_n_quality", args, __doc__.split("\n\n")[3], skip_args=("out", "func"))
-    result.update({"models_dir": str(models_dir), "audio": audio, "preset": args.preset, "sentences": len(sentences)})
+    result.update({"models_dir": str(models_dir), "audio": audio, "preset": chosen, "sentences": len(sentences)})
     settings = [(c, k, s) for c in args.prune_checkpoints for k in args.prune_keeps for s in PRUNE_SCORES]
     items = []
     started = time.perf_counter()
@@ -462,6 +472,7 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
 
 def rescore(args: argparse.Namespace) -> dict[str, Any]:
     from tortoise_clvp.api import TextToSpeech
+    from tortoise_clvp.presets import PRESETS
 
     run = json.loads(args.quality_json.read_text(encoding="utf-8"))
     done = run.get("items") or []
@@ -472,9 +483,11 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
     tts.sampler = _RowKeyedSampler()
     clvp, tokens = tts.models.clvp, tts.models.autoregressive.config.tokens
     grid = run["args"]["candidate_counts"]
-    options = DecodingOptions(num_candidates=grid[-1], batch_size=min(grid[-1], run["args"]["batch_size"]),
-                              max_new_tokens=run["args"]["max_new_tokens"])
-    references = {utterance.id: clip for utterance, clip in _sentences(work_dir, run["args"]["sentences"])}
+    options = replace(PRESETS[run["preset"]].decoding, num_candidates=grid[-1],
+                      batch_size=min(grid[-1], run["args"]["batch_size"]), max_new_tokens=run["args"]["max_new_tokens"])
+    sentences = _sentences(work_dir, run["args"]["sentences"], run["args"].get("min_reference_seconds", 0.0),
+                           tuple(run["args"].get("exclude_trained_on", ())))
+    references = {utterance.id: clip for utterance, clip in sentences}
     result = result_header("best_of_n_rescore", args, __doc__.split("\n\n")[4], skip_args=("out", "func"))
     result.update({"quality_run": str(args.quality_json), "models_dir": str(models_dir), "items": len(done)})
     scored: dict[str, list[CandidateErrors]] = {str(p): [] for p in args.padding_list}
@@ -484,8 +497,8 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
     for number, item in enumerate(done):
         candidates = tts.candidates(item["text"], tts.get_conditioning([references[item["id"]]]), options, k=1,
                                     seed=item["seed"])
-        as_sampled = score_candidates(clvp, candidates.text_ids, fix_speech_decoder_output(candidates.raw_codes, tokens))
-        mismatch = max(mismatch, float((as_sampled - torch.tensor(item["scores"])).abs().max()))
+        # scored as the run scored them (the model's own layout): equal scores prove these are the run's candidates
+        mismatch = max(mismatch, float((candidates.ranked.scores - torch.tensor(item["scores"])).abs().max()))
         for padding in args.padding_list:
             cut = fix_speech_decoder_output(scoring_span(candidates.raw_codes, tokens, padding), tokens)
             took, scores = timed(lambda cut=cut: score_candidates(clvp, candidates.text_ids, cut))
@@ -555,12 +568,16 @@ def main() -> None:
     q.add_argument("work_dir", type=Path, help="training work folder (its corpus gives the held-out sentences)")
     q.add_argument("--models-dir", type=Path, default=None, help="default WORK_DIR/export")
     q.add_argument("--sentences", type=int, default=100)
+    q.add_argument("--exclude-trained-on", type=Path, nargs="*", default=[], metavar="WORK_DIR",
+                   help="leave out sentences these work folders trained on (a model fine-tuned on several corpora)")
+    q.add_argument("--min-reference-seconds", type=float, default=2.0, help="shortest reference clip taken")
     q.add_argument("--seeds", default="0,1")
     q.add_argument("--candidates", default="1,2,4,8,16,32")
     q.add_argument("--batch-size", type=int, default=16)
     q.add_argument("--max-new-tokens", type=int, default=300)
     q.add_argument("--audio", choices=("auto", "diffusion", "preview"), default="auto")
-    q.add_argument("--preset", default="fast", help="its diffusion sampler makes the audio")
+    q.add_argument("--preset", default=None,
+                   help="its decoder sampling and diffusion sampler make the audio (default: the model's own preset)")
     q.add_argument("--prune-at", default="16,32,64", help="checkpoints (tokens)")
     q.add_argument("--prune-keep", default="0.25,0.5", help="fractions kept")
     q.add_argument("--int8", action="store_true", help="also run with the decoder and CLVP int8-quantized")

@@ -79,8 +79,8 @@ def scored_row(texts: list[str], speak: Callable[[int], torch.Tensor], asr: Tran
         transcripts.append(asr.transcribe(audio, OUTPUT_SAMPLE_RATE))
         print(f"  {label} {number + 1}/{len(texts)}: {text!r} -> {transcripts[-1]!r}", flush=True)
     rates = error_rates(texts, transcripts)
-    return {"wer": rates.wer, "cer": rates.cer, "sentences": rates.sentences, "seconds_per_sentence": seconds / len(texts),
-            "transcripts": transcripts}
+    return {"wer": rates.wer, "cer": rates.cer, "sentences": rates.sentences,
+            "seconds_per_sentence": seconds / len(texts), "transcripts": transcripts}
 
 
 def main() -> None:
@@ -109,7 +109,8 @@ def main() -> None:
     folder = corpus_dir(work_dir)
     voices = {voice: tts.get_conditioning([folder / u.wav_22k for u in clips]) for voice, clips in conditioning.items()}
     norms = load_mel_norms(work_dir / TOKENIZER_DIR / MEL_NORMS_FILE)
-    data = ArData(utterances, BpeTokenizer(work_dir / TOKENIZER_DIR), load_codes(work_dir), load_mel_cache(work_dir, norms))
+    tokenizer = BpeTokenizer(work_dir / TOKENIZER_DIR)
+    data = ArData(utterances, tokenizer, load_codes(work_dir), load_mel_cache(work_dir, norms))
     index_of = {u.id: i for i, u in enumerate(utterances)}
     decoder, diffusion, vocoder = tts.models.autoregressive, tts.models.diffusion, tts.models.vocoder
     clips = 2  # the decoder's conditioning clips in the examples, as the recipe's diffusion stage makes them
