@@ -38,7 +38,7 @@ class ServeSettings:
     shared diffusion). Measured on 2 cores with the bundled model (benchmarks/serve.py): at 2, any stage ran about
     twice as slow while another thread that had run 2-thread OpenMP work was alive (one request 1.1 s against the
     library's 0.6 s); at 1 they run side by side: one client 1.32 requests/s against 0.86, eight 2.31 against 1.75
-    (with shared diffusion; benchmarks/results/serve_bundled.json).
+    (with shared diffusion; the bundled model of 2026-11-30 morning, `ultra_fast_dpm`).
     Raise it on machines with many more cores than workers.
     """
 
