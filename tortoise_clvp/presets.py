@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from .errors import OptionsError
 from .pipeline.decoding import FAITHFUL_DECODING, DecodingOptions
 from .pipeline.samplers import SamplerOptions
-from .pipeline.sampling import SamplingOptions
+from .pipeline.sampling import FAITHFUL_SAMPLING, SamplingOptions
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,10 @@ def preset(name: str, faithful: bool = False) -> GenerationOptions:
     if name not in PRESETS:
         raise OptionsError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     options = PRESETS[name]
-    if faithful:
-        faithful_decoding = replace(
-            FAITHFUL_DECODING, num_candidates=options.decoding.num_candidates, batch_size=options.decoding.batch_size
-        )
+    if faithful:  # the accidents only; the preset's own temperature, top-p and penalty stay
+        decoding = options.decoding
+        sampling = replace(decoding.sampling, top_k=FAITHFUL_SAMPLING.top_k,
+                           penalize_prompt_ids=FAITHFUL_SAMPLING.penalize_prompt_ids)
+        faithful_decoding = replace(decoding, sampling=sampling, drop_remainder=FAITHFUL_DECODING.drop_remainder)
         options = replace(options, decoding=faithful_decoding)
     return options
