@@ -190,6 +190,7 @@ def test_a_native_folder_names_the_preset_it_runs_with(tmp_path, tiny_assets, sp
     tts = TextToSpeech(load_models(named))
     assert load_models(named).default_preset == tts.default_preset == "ultra_fast_ddim" != DEFAULT_PRESET
     assert tts.check_generation([speech_clips["mono_22k"]], None) == preset("ultra_fast_ddim")
+    assert load_models(convert(named, tmp_path / "converted")).default_preset == "ultra_fast_ddim"
     with pytest.raises(CheckpointError, match="unknown default preset 'turbo'"):
         native.save_native(tmp_path / "bad", parts, tiny_assets, default_preset="turbo")
     meta = json.loads((named / native.CONFIG_FILE).read_text())

@@ -27,8 +27,8 @@ What the original's ``read.py`` does (split, generate per chunk, concatenate), w
   audio comes sooner; the rest is split as usual. The CLI's ``--stream`` and the server's streamed answers do that.
   Each chunk's ``piece`` holds the samples to play next: the crossfade with the previous chunk is already applied,
   and the last ``crossfade_ms`` of the chunk are held back until the next chunk arrives (the last chunk's piece
-  runs to its end). So a player writes each piece straight after the previous one and never goes back; concatenating all pieces gives exactly :func:`speak_long`'s waveform, which is built by
-  doing just that.
+  runs to its end). So a player writes each piece straight after the previous one and never goes back;
+  concatenating all pieces gives exactly :func:`speak_long`'s waveform, which is built by doing just that.
 * **Resuming** (``work_dir``): each finished chunk is written there atomically as ``chunk_0000.wav`` (32-bit float
   wav, exact), then :data:`MANIFEST_NAME` (JSON, also written atomically) records the chunk texts, seeds, the options
   and voice fingerprints, and which chunks are done with their CLVP scores. A rerun with the same text, voice,

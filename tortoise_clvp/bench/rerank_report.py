@@ -9,8 +9,8 @@ holds `DecodingOptions` fields (``batch_size``, ``max_new_tokens``, ``min_new_to
 ``drop_remainder``) and `SamplingOptions` fields, flat (``temperature``, ``top_p``, ``top_k``,
 ``repetition_penalty``, ``penalize_prompt_ids``, ``do_sample``) or nested under ``"sampling"``;
 ``num_candidates`` is accepted but replaced by the benchmark's candidate grid. ``id`` is optional (default
-``line<N>``). ``preset`` (optional, default the library's default preset) names the preset whose diffusion settings
-turn candidates into audio when the run is scored by ear. Blank lines are skipped. Every problem is reported with the
+``line<N>``). ``preset`` (optional, default the model's own, `TextToSpeech.default_preset`) names the preset whose
+diffusion settings turn candidates into audio when the run is scored by ear. Blank lines are skipped. Every problem is reported with the
 manifest's file name and line number.
 
 Design (what the numbers mean):
@@ -487,8 +487,8 @@ def run_rerank_benchmark(
                                         seed=seed, clvp_batch_size=clvp_batch_size)
                 heard = None
                 if transcriber is not None:
-                    heard = hear_candidates(tts, entry.text, conditioning, result, PRESETS[entry.preset or tts.default_preset].diffusion,
-                                            transcriber)
+                    diffusion = PRESETS[entry.preset or tts.default_preset].diffusion
+                    heard = hear_candidates(tts, entry.text, conditioning, result, diffusion, transcriber)
                     if progress is not None:
                         progress("by ear", index * len(seeds) + seed_index + 1, total)
                 text_runs.append(_Run(seed, result.ranked.scores.float(), result.lengths, result.raw_codes,

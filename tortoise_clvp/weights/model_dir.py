@@ -262,11 +262,13 @@ def check_parts_fit(
 
 
 def convert(source: str | Path, destination: str | Path, overwrite: bool = False) -> Path:
-    """Read a model directory of any layout and write it, atomically, in the native format."""
+    """Read a model directory of any layout and write it, atomically, in the native format (keeping the preset
+    the folder names)."""
     source, destination = Path(source).expanduser(), Path(destination).expanduser()
     if destination.exists() and not overwrite:  # say so before minutes of loading
         raise CheckpointError(f"{destination} already exists; choose another path or pass overwrite")
     models = load_models(source)
     parts = {"autoregressive": models.autoregressive, "clvp": models.clvp, "diffusion": models.diffusion,
              "vocoder": models.vocoder}
-    return native.save_native(destination, {k: v for k, v in parts.items() if v is not None}, source, overwrite)
+    return native.save_native(destination, {k: v for k, v in parts.items() if v is not None}, source, overwrite,
+                              default_preset=models.default_preset)
