@@ -21,17 +21,22 @@ def free_port() -> int:
 
 
 class Gate:
-    """Holds `tts.generate` calls whose text `matches` until `release()`: `entered` is set when one is held."""
+    """Holds `tts.generate` calls whose text `matches` until `release()`: `entered` is set when one is held, and
+    `held` counts the calls held so far."""
 
     def __init__(self, tts, matches: Callable[[str], bool] = lambda text: True):
         self.tts, self.matches = tts, matches
         self.entered, self.released = threading.Event(), threading.Event()
         self.finished = threading.Event()  # a held call has returned
+        self.held = 0
+        counting = threading.Lock()
         original = tts.generate
 
         def generate(text, *args, **kwargs):
             if not self.matches(text):
                 return original(text, *args, **kwargs)
+            with counting:
+                self.held += 1
             self.entered.set()
             assert self.released.wait(WAIT_S), "the gate was never released"
             try:

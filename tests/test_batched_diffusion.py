@@ -98,10 +98,10 @@ def test_calls_with_other_options_wait_for_their_own_batch(diffusion, monkeypatc
     try:
         first = _call_in_thread(shared, diffusion, 6, 0, DPM, results)
         assert held.started.wait(30)
-        threads = [_call_in_thread(shared, diffusion, 6, 1, other, results),
-                   _call_in_thread(shared, diffusion, 6, 2, DPM, results),
-                   _call_in_thread(shared, diffusion, 6, 3, other, results)]
-        _wait_queued(shared, 3)
+        threads = []
+        for seed, options in ((1, other), (2, DPM), (3, other)):  # queued in this order, one after another
+            threads.append(_call_in_thread(shared, diffusion, 6, seed, options, results))
+            _wait_queued(shared, seed)
         held.release.set()
         for thread in [first, *threads]:
             thread.join(30)

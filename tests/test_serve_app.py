@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import soundfile
 from conftest import BUNDLED_VOICES, synth_speech
 from fastapi.testclient import TestClient
-from serve_helpers import WAIT_S, gate
+from serve_helpers import WAIT_S, gate, wait_until
 
 from tortoise_clvp.api import TextToSpeech
 from tortoise_clvp.longform import STREAMING_FIRST_CHUNK, speak_long
@@ -189,9 +190,10 @@ def test_full_queue_gets_429_with_retry_after(client):
         threads = [threading.Thread(target=speak) for _ in range(3)]  # 2 workers + 1 waiting
         for thread in threads:
             thread.start()
-            assert held.entered.wait(WAIT_S)
-        while scheduler.queue_depth < 1:
-            threading.Event().wait(0.01)
+        # both workers hold a request and the third waits: only then is the queue full (a request passing through
+        # the queue on its way to a worker would end the wait too early)
+        wait_until(lambda: held.held == 2 and scheduler.queue_depth == 1,
+                   lambda: f"held {held.held}, queued {scheduler.queue_depth}", time.monotonic() + WAIT_S)
         refused = client.post("/v1/audio/speech", json=SPEECH)
         held.release()
         for thread in threads:
