@@ -26,6 +26,8 @@ preset, and diffused with its sampler, or, for a model without a diffusion decod
   sentence and seed (the first setting) checks the replay and is timed against the unpruned run;
 - int8 (``--int8``): the same sentences with the decoder and CLVP quantized: WER of CLVP's pick of N, agreement;
 - presets (with a diffusion decoder): WER and diffusion time of the sampler presets on CLVP's pick of 16.
+The run writes its items to ``--out`` after every sentence and resumes: started again with the same arguments
+(``--threads`` aside) on the same model files, it keeps the (sentence, seed) items already there and runs the rest.
 
 ``rescore QUALITY_JSON`` (a finished quality run): how CLVP's layout of the candidates changes its picks. Every
 (sentence, seed) of the run is sampled again (same model, seed and row-keyed draws: the scores of the candidates
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import statistics
 import sys
@@ -304,6 +307,31 @@ def _pruned_pick(scores: list[float], checkpoint_scores: list[float], keep: int)
     return max(kept, key=lambda i: (scores[i], -i)), kept
 
 
+def _models_digest(models_dir: Path) -> str:
+    """A digest of a model folder's files (config and weights): a resumed run must score the same model."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in models_dir.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _resumed_items(out: Path, run_args: dict[str, Any], digest: str) -> list[dict]:
+    """The items of an earlier run of the same arguments (threads aside) on the same model files, else none."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return []
+
+    def same(a: dict[str, Any]) -> dict[str, Any]:  # as written to JSON (paths in lists become text)
+        return json.loads(json.dumps({k: v for k, v in a.items() if k != "threads"}, default=str))
+
+    if earlier.get("benchmark") != "best_of_n_quality" or earlier.get("models_digest") != digest \
+            or same(earlier.get("args") or {}) != same(run_args):
+        return []
+    return list(earlier.get("items") or [])
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     from tortoise_clvp.api import TextToSpeech
     from tortoise_clvp.eval.asr import Transcriber
@@ -343,9 +371,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     excluded = tuple(map(str, args.exclude_trained_on))
     sentences = _sentences(work_dir, args.sentences, args.min_reference_seconds, excluded)
     result = result_header("best_of_n_quality", args, __doc__.split("\n\n")[3], skip_args=("out", "func"))
-    result.update({"models_dir": str(models_dir), "audio": audio, "preset": chosen, "sentences": len(sentences)})
+    digest = _models_digest(models_dir)
+    result.update({"models_dir": str(models_dir), "models_digest": digest, "audio": audio, "preset": chosen,
+                   "sentences": len(sentences)})
     settings = [(c, k, s) for c in args.prune_checkpoints for k in args.prune_keeps for s in PRUNE_SCORES]
-    items = []
+    items = _resumed_items(args.out, result["args"], digest)
+    done = {(item["id"], item["seed"]) for item in items}
+    if items:
+        print(f"  resuming: {len(items)} (sentence, seed) items already in {args.out}", flush=True)
     started = time.perf_counter()
 
     def audio_of(result_, conditioning) -> tuple[list[Tensor], int]:
@@ -356,8 +389,11 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             CONDITIONING_SAMPLE_RATE
 
     for number, (utterance, clip) in enumerate(sentences):
+        seeds = [seed for seed in args.seed_list if (utterance.id, seed) not in done]
+        if not seeds:
+            continue
         conditioning = tts.get_conditioning([clip])
-        for seed in args.seed_list:
+        for seed in seeds:
             k = largest if audio == "diffusion" else 1
             candidates = tts.candidates(utterance.text, conditioning, options, k=k, seed=seed)
             run = sampler.last
@@ -422,7 +458,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {number + 1}/{len(sentences)} {utterance.text!r}: CLVP's pick heard as "
               f"{items[-1]['transcripts'][unpruned_pick]!r}", flush=True)
         result["items"] = items
-        result["elapsed_s"] = time.perf_counter() - started
+        result["elapsed_s"] = time.perf_counter() - started  # this run's share (a resumed run's earlier time is not in it)
         write_json_atomic(args.out, result)
     result.update(summarize(items, grid, settings, largest))
     result["system"]["loadavg_1m_at_end"] = load_average()
