@@ -14,6 +14,15 @@ one-at-a-time phase's. One warm-up request precedes the phases.
 Then an overload phase: a server with ``--workers 2 --max-queue 2`` gets ``--overload`` simultaneous requests;
 every one must be answered (200) or refused cleanly (429 with Retry-After), none lost or failed.
 
+Then the ceiling (``--ceiling``, on by default), in this process once the server is gone: what cross-request batching
+can give on this machine at all. The server computes every stage in one thread (``ServeSettings.torch_threads``), so
+one request at a time keeps about one core busy. Each stage's work per request is measured with one torch thread,
+the server's way (the texts split as the stream splits them, the ``tts-1`` preset capped at ``--max-tokens``):
+alone, request after request; and for the two stages the server shares across requests, the decoder
+(`BatchedDecoder`) and the diffusion decoder (`BatchedDiffusion`), with the highest concurrency's requests at once
+(their callers only wait, so the shared thread's wall time is the work). The bound is cores x (work alone) / (work
+shared): the gain if every core were busy all the time and nothing but those two stages were saved.
+
 Models (``--models``, each measured in turn): ``tiny``, the tests' seeded random tiny models (tests/conftest.py: a
 2-layer 32-wide decoder over the released 8194-code vocabulary, so sampling, not the transformer, dominates its
 decode steps); ``bundled-size``, seeded random models at the sizes the training recipe gives the bundled model
@@ -22,7 +31,7 @@ decode steps); ``bundled-size``, seeded random models at the sizes the training 
 ``--max-tokens`` (default 150 tokens, about 7 s of speech per candidate): the work per request is fixed, not speech.
 
 Usage: python benchmarks/serve.py [--models tiny,bundled-size] [--concurrency 1,2,4,8] [--requests 16]
-       [--max-tokens 150] [--overload 12] [--timeout 600] [--out benchmarks/results/serve.json]
+       [--max-tokens 150] [--overload 12] [--timeout 600] [--no-ceiling] [--out benchmarks/results/serve.json]
 """
 
 from __future__ import annotations
@@ -270,6 +279,72 @@ def measure(models_dir: Path, levels: list[int], args: argparse.Namespace, cache
     return {"phases": phases, "overload": overload(models_dir, cache, args.overload, args.max_tokens, args.timeout)}
 
 
+def ceiling(models_dir: Path, clients: int, max_tokens: int) -> dict[str, Any]:
+    """Seconds of work per request by stage, one torch thread: alone, and shared by `clients` requests at once for
+    the decoder and the diffusion decoder; the bound on the batching gain they allow (see the module docstring)."""
+    from tortoise_clvp.api import TextToSpeech
+    from tortoise_clvp.longform import STREAMING_FIRST_CHUNK, chunk_texts
+    from tortoise_clvp.pipeline.batched_decoding import BatchedDecoder
+    from tortoise_clvp.pipeline.batched_diffusion import BatchedDiffusion
+    from tortoise_clvp.presets import preset
+    from tortoise_clvp.serve.settings import OPENAI_MODELS, QUICK_OPENAI_MODEL
+    from tortoise_clvp.voices import resolve_voice
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tts = TextToSpeech.from_local(models_dir)
+        options = preset(tts.models.default_preset or OPENAI_MODELS[QUICK_OPENAI_MODEL])
+        limit = min(max_tokens, tts.models.autoregressive.config.mel_positions - 2)  # as `Scheduler.fitted`
+        options = dataclasses.replace(options, decoding=dataclasses.replace(
+            options.decoding, max_new_tokens=min(limit, options.decoding.max_new_tokens)))
+        conditioning = tts.get_conditioning(resolve_voice("piper_joe").clips)
+        sentences = [chunk for index in range(clients)
+                     for chunk in chunk_texts(TEXTS[index % len(TEXTS)], first_chunk_length=STREAMING_FIRST_CHUNK)]
+        alone: dict[str, float] = {}
+        made = []
+        tts.generate(sentences[0], conditioning, options, seed=0)  # warm-up
+        for seed, sentence in enumerate(sentences):
+            speech = tts.generate(sentence, conditioning, options, seed=seed)
+            made.append(speech)
+            for stage, seconds in speech.timings.items():
+                alone[stage] = alone.get(stage, 0.0) + seconds / clients
+
+        def together(call) -> float:
+            workers = [threading.Thread(target=call, args=(seed,)) for seed in range(len(sentences))]
+            start = time.perf_counter()
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            return (time.perf_counter() - start) / clients
+
+        model = tts.models.autoregressive
+        decoder = BatchedDecoder(model, threads=1)
+        diffusion = BatchedDiffusion(tts.models.diffusion, threads=1)
+        try:
+            ids = [tts.tokenize(sentence) for sentence in sentences]
+            shared = {
+                "sampling": together(lambda seed: decoder.sample_candidates(
+                    model, conditioning.autoregressive, ids[seed], options.decoding,
+                    torch.Generator().manual_seed(seed))),
+                "diffusion": together(lambda seed: diffusion.latents_to_mel(
+                    tts.models.diffusion, made[seed].candidates.latents[0], conditioning.diffusion, options.diffusion,
+                    torch.Generator().manual_seed(seed))),
+            }
+        finally:
+            decoder.close(5)
+            diffusion.close(5)
+    finally:
+        torch.set_num_threads(threads)
+    work_alone = sum(alone.values())
+    work_shared = work_alone - sum(alone[stage] - seconds for stage, seconds in shared.items())
+    cores = os.cpu_count() or 1
+    return {"clients": clients, "sentences": len(sentences), "cores": cores, "alone_s": alone,
+            "shared_s": shared, "work_alone_s": work_alone, "work_shared_s": work_shared,
+            "gain_bound": cores * work_alone / work_shared}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,bundled-size", help="tiny, bundled-size or model folders, comma-separated")
@@ -278,6 +353,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=150, help="speech tokens per candidate (the server's cap)")
     parser.add_argument("--overload", type=int, default=12, help="simultaneous requests in the overload phase")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a client waits for one answer")
+    parser.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                        help="skip the in-process measurement of the batching gain's bound")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "serve.json")
     args = parser.parse_args()
     levels = sorted({1, *(int(c) for c in args.concurrency.split(","))})
@@ -293,6 +370,8 @@ def main() -> None:
             print(f"{name}:", flush=True)
             models_dir = random_models(name, folder) if name in ("tiny", "bundled-size") else Path(name)
             numbers = result["models"][name] = measure(models_dir, levels, args, folder / "cache")
+            if args.ceiling:
+                numbers["ceiling"] = ceiling(models_dir, max(levels), args.max_tokens)
             rows += [[name, p["concurrency"], " ".join(f"{k}:{v}" for k, v in p["statuses"].items()), p["wall_s"],
                       p["requests_per_s"], p["audio_s_per_s"], p["gain_vs_one_at_a_time"], p["latency_p50_s"],
                       p["latency_p95_s"], p["first_audio_p50_s"], p["first_audio_p95_s"], p["server_peak_rss_mb"]]
@@ -303,6 +382,14 @@ def main() -> None:
         over = numbers["overload"]
         print(f"{name} overload: {over['requests']} at once to 2 workers + queue 2 -> {over['statuses']} "
               f"(all answered or refused cleanly: {over['all_answered_or_refused']})")
+    bounds = [[name, c["clients"], c["alone_s"]["sampling"], c["shared_s"]["sampling"], c["alone_s"]["diffusion"],
+               c["shared_s"]["diffusion"], c["work_alone_s"] - c["alone_s"]["sampling"] - c["alone_s"]["diffusion"],
+               c["work_alone_s"], c["work_shared_s"], c["gain_bound"]]
+              for name, numbers in result["models"].items() if (c := numbers.get("ceiling"))]
+    if bounds:
+        print("\nwork per request, one thread, seconds (shared: with the other clients' requests at once)")
+        print(format_table(["model", "clients", "decode alone", "decode shared", "diffusion alone", "diffusion shared",
+                            "other stages", "work alone", "work shared", "gain bound"], bounds, digits=3))
     result["loadavg_1m_at_end"] = load_average()
     finish(args.out, result)
 
