@@ -29,12 +29,13 @@ preset, and diffused with its sampler, or, for a model without a diffusion decod
 The run writes its items to ``--out`` after every sentence and resumes: started again with the same arguments
 (``--threads`` aside) on the same model files, it keeps the (sentence, seed) items already there and runs the rest.
 
-``rescore QUALITY_JSON`` (a finished quality run): how CLVP's layout of the candidates changes its picks. Every
+``rescore QUALITY_JSON`` (a quality run): how CLVP's layout of the candidates, or another CLVP (``--clvp``), changes
+its picks. Every
 (sentence, seed) of the run is sampled again (same model, seed and row-keyed draws: the scores of the candidates
 in the model's own layout, as the run scored them, must equal the run's, which proves they are the same
 candidates) and scored with `ClvpConfig.score_padding` = each of ``--paddings`` (``none``: every sampled position,
-as the original). The run's WER/CER per candidate are reused, so no audio is made: best of N and Spearman per
-layout, and the scoring time.
+as the original), by the run's CLVP or ``--clvp``'s. The run's WER/CER per candidate are reused, so no audio is
+made: best of N and Spearman per layout, and the scoring time.
 
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
@@ -43,7 +44,7 @@ Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] 
          [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset NAME]
          [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--threads 2]
          [--out benchmarks/results/best_of_n_quality.json]
-       python benchmarks/best_of_n.py rescore QUALITY_JSON [--paddings none,0,8,32,64]
+       python benchmarks/best_of_n.py rescore QUALITY_JSON [--models-dir DIR] [--clvp DIR] [--paddings none,0,8,32,64]
          [--out benchmarks/results/best_of_n_rescore.json]
 """
 
@@ -514,10 +515,12 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
     done = run.get("items") or []
     if run.get("benchmark") != "best_of_n_quality" or not done:
         raise SystemExit(f"{args.quality_json} is not a best_of_n quality result with items")
-    models_dir, work_dir = Path(run["models_dir"]), Path(run["args"]["work_dir"])
+    models_dir, work_dir = Path(args.models_dir or run["models_dir"]), Path(run["args"]["work_dir"])
     tts = TextToSpeech.from_local(models_dir)
     tts.sampler = _RowKeyedSampler()
     clvp, tokens = tts.models.clvp, tts.models.autoregressive.config.tokens
+    if args.clvp is not None:  # another scorer for the same candidates (the run's own still proves they are the same)
+        clvp = TextToSpeech.from_local(args.clvp).models.clvp
     grid = run["args"]["candidate_counts"]
     options = replace(PRESETS[run["preset"]].decoding, num_candidates=grid[-1],
                       batch_size=min(grid[-1], run["args"]["batch_size"]), max_new_tokens=run["args"]["max_new_tokens"])
@@ -525,7 +528,8 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
                            tuple(run["args"].get("exclude_trained_on", ())))
     references = {utterance.id: clip for utterance, clip in sentences}
     result = result_header("best_of_n_rescore", args, __doc__.split("\n\n")[4], skip_args=("out", "func"))
-    result.update({"quality_run": str(args.quality_json), "models_dir": str(models_dir), "items": len(done)})
+    result.update({"quality_run": str(args.quality_json), "models_dir": str(models_dir),
+                   "scorer": str(args.clvp or models_dir), "items": len(done)})
     scored: dict[str, list[CandidateErrors]] = {str(p): [] for p in args.padding_list}
     seconds = {str(p): 0.0 for p in args.padding_list}
     texts: list[str] = []
@@ -621,6 +625,9 @@ def main() -> None:
     q.add_argument("--out", type=Path, default=RESULTS / "best_of_n_quality.json")
     r = commands.add_parser("rescore", help="a quality run's candidates scored with other CLVP layouts (no audio)")
     r.add_argument("quality_json", type=Path)
+    r.add_argument("--models-dir", type=Path, default=None,
+                   help="the run's model files at another path (default: the run's models_dir)")
+    r.add_argument("--clvp", type=Path, default=None, help="a model folder whose CLVP scores instead of the run's own")
     r.add_argument("--paddings", default="none,0,8,32,64", help="score_padding values; none: every sampled position")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", type=Path, default=RESULTS / "best_of_n_rescore.json")
