@@ -8,7 +8,8 @@ on sentences it never saw either). Each voice is conditioned on
 --reference-clips of its other clips (training voices: train-split clips; held-out voices: clips of sentences that
 are not evaluated; at least 2 s long), drawn with --seed. Rows:
 - corpus audio: the corpus's own 24 kHz clip of each sentence (the ceiling: how well Whisper hears the voices);
-- MODEL / PRESET: `generate(text, voice, preset, seed)` for every sentence, for every --presets.
+- MODEL / PRESET: `generate(text, voice, preset, seed)` for every sentence, for every --presets (and, given
+  --candidates, once per candidate count: MODEL / PRESET / N candidates, the preset's other settings kept).
 Metrics: WER and CER from Whisper tiny.en (`eval.asr`: corpus-level rates after one normaliser on both sides);
 voice identification (`eval.voice_match`: nearest centroid on log-mel and pitch statistics, centroids from
 --id-clips reference clips per voice that are neither evaluated nor used for conditioning) as the share of clips
@@ -17,7 +18,7 @@ row); the time to first audio of `stream_speech` on --stream-texts two-sentence 
 CLI's --stream and the server stream (first_chunk_length=STREAMING_FIRST_CHUNK: the first sentence alone).
 
 Usage: python benchmarks/intelligibility.py WORK_DIR [--models-dir DIR] [--presets ultra_fast_dpm fast_dpm]
-       [--sentences 200] [--unseen-sentences 60] [--exclude-trained-on OTHER_WORK_DIR ...]
+       [--candidates 4 16] [--sentences 200] [--unseen-sentences 60] [--exclude-trained-on OTHER_WORK_DIR ...]
        [--out benchmarks/results/intelligibility.json]
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -100,6 +102,8 @@ def main() -> None:
     parser.add_argument("work_dir", type=Path, help="a training work folder (its corpus gives sentences and voices)")
     parser.add_argument("--models-dir", type=Path, default=None, help="default: the usual search, ending at the bundled model")
     parser.add_argument("--presets", nargs="+", default=["ultra_fast_dpm", "fast_dpm"])
+    parser.add_argument("--candidates", type=int, nargs="*", default=[],
+                        help="candidate counts to run each preset with (default: the preset's own)")
     parser.add_argument("--sentences", type=int, default=200, help="held-out sentences of the training voices")
     parser.add_argument("--unseen-sentences", type=int, default=60, help="held-out sentences of held-out voices")
     parser.add_argument("--reference-clips", type=int, default=3, help="clips each voice is conditioned on")
@@ -110,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
+    if any(count < 1 for count in args.candidates):
+        sys.exit(f"--candidates must be >= 1, got {args.candidates}")
     work_dir = args.work_dir.expanduser().resolve()
     folder = corpus_dir(work_dir)
     utterances = read_metadata(work_dir)
@@ -142,8 +148,14 @@ def main() -> None:
 
     tts = TextToSpeech.from_local(models.path)
     voices = {voice: tts.get_conditioning([folder / u.wav_22k for u in clips]) for voice, clips in conditioning.items()}
-    for name in args.presets:
+    runs = [(name, count) for name in args.presets for count in (args.candidates or [None])]
+    for name, count in runs:
         options = preset(name)
+        if count is not None:
+            decoding = options.decoding
+            options = replace(options, decoding=replace(decoding, num_candidates=count,
+                                                        batch_size=min(count, decoding.batch_size)))
+        label = name if count is None else f"{name} / {count} candidates"
         row: dict[str, Any] = {}
         for group, chosen in groups.items():
             transcripts, labelled, seconds, audio_seconds = [], [], 0.0, 0.0
@@ -155,7 +167,7 @@ def main() -> None:
                 audio_seconds += wave.numel() / OUTPUT_SAMPLE_RATE
                 transcripts.append(asr.transcribe(wave, OUTPUT_SAMPLE_RATE))
                 labelled.append((utterance.voice, clip_features(wave, OUTPUT_SAMPLE_RATE)))
-                print(f"  {name} {group} {number + 1}/{len(chosen)}: {utterance.text!r} -> {transcripts[-1]!r}", flush=True)
+                print(f"  {label} {group} {number + 1}/{len(chosen)}: {utterance.text!r} -> {transcripts[-1]!r}", flush=True)
             row[group] = {**score([u.text for u in chosen], transcripts, labelled, matcher),
                           "real_time_factor": seconds / audio_seconds, "transcripts": transcripts}
         texts = [f"{a.text} {b.text}" for a, b in zip(groups["training voices"][::2], groups["training voices"][1::2])]
@@ -168,7 +180,7 @@ def main() -> None:
             first_audio.append(time.perf_counter() - started)
             stream.close()
         row["time_to_first_audio_s"] = statistics.median(first_audio) if first_audio else None
-        rows[f"model / {name}"] = row
+        rows[f"model / {label}"] = row
         write_json_atomic(args.out, result)
 
     table = []
