@@ -30,15 +30,3 @@ def test_the_loss_is_symmetric_in_texts_and_speech_and_low_for_a_clear_diagonal(
 def test_a_non_square_matrix_is_rejected():
     with pytest.raises(ValueError, match="square"):
         symmetric_contrastive_loss(torch.zeros(2, 3))
-
-
-def test_hard_negatives_join_the_text_to_speech_side_only():
-    similarity = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
-    negatives = torch.tensor([[1.5], [-1.0]])  # each text against one speech item that is no text's
-    rows = (-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(1.5)))
-            - math.log(math.exp(3) / (math.exp(1) + math.exp(3) + math.exp(-1)))) / 2
-    columns = (-math.log(math.exp(2) / (math.exp(2) + math.exp(1))) - math.log(math.exp(3) / (1 + math.exp(3)))) / 2
-    assert float(symmetric_contrastive_loss(similarity, negatives)) == pytest.approx((rows + columns) / 2, rel=1e-6)
-    assert torch.equal(symmetric_contrastive_loss(similarity, torch.zeros(2, 0)), symmetric_contrastive_loss(similarity))
-    with pytest.raises(ValueError, match="negatives"):
-        symmetric_contrastive_loss(similarity, torch.zeros(3, 1))

@@ -2,9 +2,8 @@
 
 Texts are the ids the API scores (BPE ids plus the appended stop); codes are padded the way sampled candidates
 reach the scorer (stop, then `fix_speech_decoder_output`: calm codes and the fixed tail), to a random extra length,
-because CLVP's mean pooling sees the padding. Each batch holds distinct sentences (and, with corrupted_negatives,
-corrupted copies of their codes that match no text); the loss is the symmetric cross-entropy of the batch's
-similarity matrix, scaled by exp(temperature) with the temperature clamped to
+because CLVP's mean pooling sees the padding. Each batch holds distinct sentences; the loss is the symmetric
+cross-entropy of the batch's similarity matrix, scaled by exp(temperature) with the temperature clamped to
 [0, log(max_logit_scale)] as CLAP clamps its logit scale.
 
 WORK_DIR/clvp/ holds the run (`loop.StageRun`: checkpoint.pt, metrics.json) and the best weights (clvp.safetensors
@@ -49,27 +48,6 @@ def padded_candidates(codes: Sequence[Tensor], length: int, tokens: TokenIds) ->
     return fix_speech_decoder_output(rows, tokens)
 
 
-CORRUPTED_SPAN = (0.25, 0.5)  # the share of a take's codes a corruption changes, drawn uniformly
-CORRUPTION_SEED = 1234  # the held-out takes' corrupted copies are the same at every evaluation
-
-
-def corrupted_codes(codes: Tensor, other: Tensor, generator: torch.Generator) -> Tensor:
-    """A take's codes (M,) with one span of CORRUPTED_SPAN of them changed, one of three ways drawn from `generator`:
-    swapped for a span of `other` (another sentence's codes), deleted, or repeated."""
-    length = len(codes)
-    low, high = CORRUPTED_SPAN
-    span = max(1, int(length * (low + (high - low) * float(torch.rand((), generator=generator)))))
-    start = int(torch.randint(length - span + 1, (1,), generator=generator))
-    way = int(torch.randint(3, (1,), generator=generator))
-    head, middle, tail = codes[:start], codes[start : start + span], codes[start + span :]
-    if way == 0 or length < 4:  # swapped (a take this short keeps its length)
-        offset = int(torch.randint(max(1, len(other) - span + 1), (1,), generator=generator))
-        return torch.cat([head, other[offset : offset + span], tail])
-    if way == 1:
-        return torch.cat([head, tail])
-    return torch.cat([head, middle, middle, tail])
-
-
 def clamp_temperature(clvp: ClvpModel, max_logit_scale: float) -> None:
     """Keep the learned similarity scale exp(temperature) within [1, max_logit_scale] (in place)."""
     with torch.no_grad():
@@ -90,23 +68,13 @@ def distinct_texts(items: Sequence[int], texts: Sequence[Tensor]) -> list[int]:
 def evaluate_scorer(clvp: ClvpModel, texts: Sequence[Tensor], codes: Sequence[Tensor], tokens: TokenIds,
                     padding: int) -> dict[str, float]:
     """Retrieval on held-out pairs, each text and each padded candidate encoded alone as at inference: the
-    symmetric loss of the score matrix ("loss") and CLAP's R@1 / R@5 / mean rank both ways; and "whole_over_corrupted",
-    the share of texts whose take scores above a corrupted copy of it (`corrupted_codes`, another held-out take for
-    the swaps): what reranking a sentence's candidates asks of the scorer, unlike retrieval across sentences."""
-
-    def padded(c: Tensor) -> Tensor:
-        return padded_candidates([c], len(c) + 1 + len(tokens.fix_tail) + padding, tokens)[0]
-
-    generator = torch.Generator().manual_seed(CORRUPTION_SEED)
-    corrupted = [corrupted_codes(c, codes[(n + 1) % len(codes)], generator) for n, c in enumerate(codes)]
-    both = score_matrix(clvp, list(texts), [padded(c) for c in list(codes) + corrupted])  # (n, 2n)
-    count = len(codes)
-    scores = both[:, :count]
+    symmetric loss of the score matrix ("loss") and CLAP's R@1 / R@5 / mean rank both ways."""
+    speech = [padded_candidates([c], len(c) + 1 + len(tokens.fix_tail) + padding, tokens)[0] for c in codes]
+    scores = score_matrix(clvp, list(texts), speech)  # (n, n)
     metrics = {"loss": float(symmetric_contrastive_loss(scores.double()))}
     for direction, values in retrieval_metrics(scores).items():
         for name in ("R@1", "R@5", "mean_rank"):
             metrics[f"{direction}_{name}"] = values[name]
-    metrics["whole_over_corrupted"] = float((scores.diagonal() > both[:, count:].diagonal()).float().mean())
     metrics["logit_scale"] = clvp.temperature.exp().item()
     return metrics
 
@@ -143,18 +111,13 @@ def run_clvp(work_dir: Path, config: RecipeConfig, progress: TrainProgress) -> N
         clamp_temperature(clvp, settings.max_logit_scale)
         items = distinct_texts([train[i] for i in batches.batch(step)], texts)
         item_codes = [codes.codes(i) for i in items]
-        negatives = []
-        if settings.corrupted_negatives:  # each take corrupted with the next item's codes
-            negatives = [corrupted_codes(c, item_codes[(n + 1) % len(item_codes)], generator)
-                         for n, c in enumerate(item_codes)]
         extra = int(torch.randint(settings.max_padding + 1, (1,), generator=generator))
-        length = max(len(c) for c in item_codes + negatives) + 1 + len(tokens.fix_tail) + extra
+        length = max(len(c) for c in item_codes) + 1 + len(tokens.fix_tail) + extra
         text_batch = torch.nn.utils.rnn.pad_sequence([texts[i] for i in items], batch_first=True,
                                                       padding_value=tokens.text_stop)
-        speech = clvp.speech_latents(padded_candidates(item_codes + negatives, length, tokens))
-        scores = clvp.score(clvp.text_latents(text_batch)[:, None], speech[None])  # (B, B + negatives)
-        similarity = scores[:, : len(items)]
-        value = symmetric_contrastive_loss(similarity, scores[:, len(items) :] if negatives else None)
+        speech = clvp.speech_latents(padded_candidates(item_codes, length, tokens))
+        similarity = clvp.score(clvp.text_latents(text_batch)[:, None], speech[None])  # (B, B)
+        value = symmetric_contrastive_loss(similarity)
         accuracy = float((similarity.argmax(dim=1) == torch.arange(len(items))).float().mean())
         return value, {"batch_accuracy": accuracy, "logit_scale": clvp.temperature.exp().item()}
 

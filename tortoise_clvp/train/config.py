@@ -281,10 +281,6 @@ class ClvpTrainConfig:
     calm code and the fixed tail), to a random length of up to max_padding extra codes, so scores do not depend on
     how much padding a candidate carries; at inference candidates are scored with the model's score_padding, within
     that range. Evaluation: retrieval R@1 both ways on valid_pairs held-out pairs.
-
-    corrupted_negatives: each item's codes also join the batch corrupted (`clvp.corrupted_codes`: a quarter to a half
-    of them swapped for another item's, deleted or repeated) as speech that matches no text, its own text included:
-    a take that says only part of its sentence, or says it twice, must score below one that says it all.
     """
 
     model: ClvpConfig = field(
@@ -300,7 +296,6 @@ class ClvpTrainConfig:
     max_logit_scale: float = 100.0
     max_padding: int = 64
     valid_pairs: int = 200
-    corrupted_negatives: bool = False
 
     def __post_init__(self) -> None:
         padding = self.model.score_padding
