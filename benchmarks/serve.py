@@ -3,7 +3,7 @@
 A real server process (``python -m tortoise_clvp serve``, one worker per client at the highest concurrency) is
 started on a free 127.0.0.1 port. Each phase sends ``--requests`` speech requests (``model`` tts-1, i.e. the
 ``ultra_fast_dpm`` preset: 16 candidates, 10 DPM-Solver++ steps, or the preset a model folder names: the bundled
-model's ``ultra_fast_ddim``, 16 candidates, 4 DDIM steps; ``stream`` true, 16-bit PCM; texts cycled from a
+model's ``ultra_fast_ddim``, 4 candidates, 4 DDIM steps; ``stream`` true, 16-bit PCM; texts cycled from a
 fixed list; seed = request index) from C client threads in a closed loop (each sends its next request when the last
 one is answered), for C in ``--concurrency``. Measured per phase: wall time from the first send to the last answer;
 throughput in requests/s and seconds of audio per second; latency (send -> last byte) and time to first audio

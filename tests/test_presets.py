@@ -21,7 +21,7 @@ def test_the_release_presets_sample_as_the_original():
 
 def test_ultra_fast_ddim_is_the_setting_chosen_by_ear():
     options = preset("ultra_fast_ddim")
-    assert (options.decoding.num_candidates, options.decoding.sampling.temperature) == (16, 0.5)
+    assert (options.decoding.num_candidates, options.decoding.sampling.temperature) == (4, 0.5)
     assert options.decoding.sampling.repetition_penalty == 1.0
     assert (options.diffusion.sampler, options.diffusion.steps, options.diffusion.cond_free) == ("ddim", 4, False)
 
