@@ -56,7 +56,8 @@ PRESETS: dict[str, GenerationOptions] = {
     # tuned by ear (Whisper) for the small bundled model, whose default it is (benchmarks/README.md, "Presets for the
     # bundled model"): its diffusion decoder's few-step DDIM answer, close to the mean mel, is heard better than
     # fuller samples or guidance, its decoder's codes are heard better at a lower temperature, unpenalised, and 4
-    # candidates are heard as well as 16 (its CLVP picks no better among more; benchmarks/README.md, "Best of N")
+    # candidates are heard as well as 16 (its CLVP picks no better among more: benchmarks/README.md, "Best of N on
+    # the 4000-step bundled model")
     "ultra_fast_ddim": _preset(4, "ddim", 4, cond_free=False,
                                sampling=SamplingOptions(temperature=0.5, repetition_penalty=1.0)),
 }
