@@ -152,7 +152,7 @@ def forced_options(name: str, tokens: int, candidates: int | None = None, steps:
     options = preset(name)
     decoding = dataclasses.replace(options.decoding, max_new_tokens=tokens, min_new_tokens=tokens)
     if candidates is not None:
-        decoding = dataclasses.replace(decoding, num_candidates=candidates, batch_size=min(candidates, decoding.batch_size))
+        decoding = decoding.with_candidates(candidates)
     diffusion = options.diffusion if steps is None else dataclasses.replace(options.diffusion, steps=steps)
     return dataclasses.replace(options, decoding=decoding, diffusion=diffusion)
 

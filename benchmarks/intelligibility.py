@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from dataclasses import replace
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,7 @@ def main() -> None:
     for name, count in runs:
         options = preset(name)
         if count is not None:
-            decoding = options.decoding
-            options = replace(options, decoding=replace(decoding, num_candidates=count,
-                                                        batch_size=min(count, decoding.batch_size)))
+            options = replace(options, decoding=options.decoding.with_candidates(count))
         label = name if count is None else f"{name} / {count} candidates"
         row: dict[str, Any] = {}
         for group, chosen in groups.items():

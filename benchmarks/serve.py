@@ -287,17 +287,16 @@ def ceiling(models_dir: Path, clients: int, max_tokens: int) -> dict[str, Any]:
     from tortoise_clvp.pipeline.batched_decoding import BatchedDecoder
     from tortoise_clvp.pipeline.batched_diffusion import BatchedDiffusion
     from tortoise_clvp.presets import preset
-    from tortoise_clvp.serve.settings import OPENAI_MODELS, QUICK_OPENAI_MODEL
+    from tortoise_clvp.serve.scheduler import fit_token_budget
+    from tortoise_clvp.serve.settings import QUICK_OPENAI_MODEL, ServeSettings
     from tortoise_clvp.voices import resolve_voice
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         tts = TextToSpeech.from_local(models_dir)
-        options = preset(tts.models.default_preset or OPENAI_MODELS[QUICK_OPENAI_MODEL])
-        limit = min(max_tokens, tts.models.autoregressive.config.mel_positions - 2)  # as `Scheduler.fitted`
-        options = dataclasses.replace(options, decoding=dataclasses.replace(
-            options.decoding, max_new_tokens=min(limit, options.decoding.max_new_tokens)))
+        settings = ServeSettings(max_tokens=max_tokens).for_model(tts.models.default_preset)  # as the server's
+        options = fit_token_budget(preset(settings.preset_for(QUICK_OPENAI_MODEL)), tts, settings.max_tokens)
         conditioning = tts.get_conditioning(resolve_voice("piper_joe").clips)
         sentences = [chunk for index in range(clients)
                      for chunk in chunk_texts(TEXTS[index % len(TEXTS)], first_chunk_length=STREAMING_FIRST_CHUNK)]

@@ -107,6 +107,10 @@ def test_same_seed_same_candidates_and_batches_cover_all(tiny):
     other = sample_candidates(*tiny, options, torch.Generator().manual_seed(8))
     assert first.shape == (5, 12) and torch.equal(first, second) and not torch.equal(first, other)
     assert DecodingOptions(num_candidates=5, batch_size=2).batch_sizes() == [2, 2, 1]
+    sampling = SamplingOptions(temperature=0.5)
+    fewer = DecodingOptions(sampling=sampling, num_candidates=16, batch_size=8).with_candidates(3)
+    assert (fewer.num_candidates, fewer.batch_size, fewer.sampling) == (3, 3, sampling)  # batches shrink to fit
+    assert DecodingOptions(num_candidates=4, batch_size=4).with_candidates(32).batch_size == 4  # and never grow
 
 
 def test_stopped_rows_are_padded_with_the_stop_token(tiny):

@@ -195,7 +195,7 @@ def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, 
     options = preset(preset_name, faithful)
     decoding, diffusion = options.decoding, options.diffusion
     if candidates is not None:
-        decoding = replace(decoding, num_candidates=candidates, batch_size=min(candidates, decoding.batch_size))
+        decoding = decoding.with_candidates(candidates)
     if max_tokens is not None:
         decoding = replace(decoding, max_new_tokens=max_tokens)
     if sampler is not None or steps is not None:

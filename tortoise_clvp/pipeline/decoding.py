@@ -7,7 +7,7 @@ stop token padded with it, until every row stopped or `max_new_tokens` is reache
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal
 
 import torch
@@ -62,6 +62,10 @@ class DecodingOptions:
             )
         if self.mel_positions not in ("contiguous", "kv_cache_quirk"):
             raise OptionsError(f"mel_positions must be 'contiguous' or 'kv_cache_quirk', got {self.mel_positions!r}")
+
+    def with_candidates(self, count: int) -> "DecodingOptions":
+        """These options sampling `count` candidates, in batches no larger than before (nor than `count`)."""
+        return replace(self, num_candidates=count, batch_size=min(count, self.batch_size))
 
     def batch_sizes(self) -> list[int]:
         full, rest = divmod(self.num_candidates, self.batch_size)

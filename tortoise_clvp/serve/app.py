@@ -273,9 +273,8 @@ def _check(params: SpeechRequest, settings: ServeSettings) -> tuple[GenerationOp
     if params.candidates is not None:
         if not 1 <= params.candidates <= settings.max_candidates:
             raise RequestError(400, f"candidates must be from 1 to {settings.max_candidates}", "candidates")
-        batch = min(params.candidates, options.decoding.batch_size)
-        options = replace(options, decoding=replace(options.decoding, num_candidates=params.candidates, batch_size=batch))
-        options = replace(options, k=min(options.k, params.candidates))
+        options = replace(options, decoding=options.decoding.with_candidates(params.candidates),
+                          k=min(options.k, params.candidates))
     return options, fmt, seed
 
 

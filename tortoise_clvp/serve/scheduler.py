@@ -129,6 +129,16 @@ class Job:
         self._on_event(event)
 
 
+def fit_token_budget(options: GenerationOptions, tts: TextToSpeech, max_tokens: int | None) -> GenerationOptions:
+    """`options` with the token budget capped at what `tts`'s decoder position table takes (small models have fewer
+    positions than the presets' 500 tokens) and at `max_tokens` (None: no further cap)."""
+    limit = tts.models.autoregressive.config.mel_positions - 2  # the start token, and the quirk's slack
+    limit = min(limit, max_tokens or limit)
+    if options.decoding.max_new_tokens <= limit:
+        return options
+    return replace(options, decoding=replace(options.decoding, max_new_tokens=limit))
+
+
 class Scheduler:
     """Runs SpeechJobs on `workers` threads over one shared decoder; see the module notes."""
 
@@ -190,13 +200,8 @@ class Scheduler:
         return job
 
     def fitted(self, options: GenerationOptions) -> GenerationOptions:
-        """`options` with the token budget capped at what the model's position table takes (small models have fewer
-        positions than the presets' 500 tokens) and at the settings' `max_tokens`."""
-        limit = self.tts.models.autoregressive.config.mel_positions - 2  # the start token, and the quirk's slack
-        limit = min(limit, self.settings.max_tokens or limit)
-        if options.decoding.max_new_tokens <= limit:
-            return options
-        return replace(options, decoding=replace(options.decoding, max_new_tokens=limit))
+        """`fit_token_budget` with this server's model and `max_tokens`."""
+        return fit_token_budget(options, self.tts, self.settings.max_tokens)
 
     def _retry_after(self) -> int:
         """Whole seconds until a worker is likely free: the mean job time, spread over the workers, per job ahead."""
