@@ -37,6 +37,15 @@ candidates) and scored with `ClvpConfig.score_padding` = each of ``--paddings`` 
 as the original), by the run's CLVP or ``--clvp``'s. The run's WER/CER per candidate are reused, so no audio is
 made: best of N and Spearman per layout, and the scoring time.
 
+``noise QUALITY_JSON`` (a quality run whose audio came from the diffusion decoder): how much of a single take's
+WER/CER is its codes and how much the audio's noise. The first ``--items`` items of the run are sampled again (checked
+as ``rescore`` checks them); each of their first ``--candidates`` candidates is diffused with the run's seed and
+``--noise-seeds`` - 1 others (the run's seed + 1000, + 2000, ...) and transcribed. `bench.best_of_n.noise_split`
+gives the share of the error variance that is the candidates' own (what any code-level ranker, such as CLVP, can
+see), and, on the run's seed, a random pick, the candidate best on the other seeds (what a ranker that knows each
+candidate's quality gains at least) and the ASR-best. How many candidates' errors at the run's seed equal the run's
+is reported too (the same audio heard again; thread counts change float rounding, and that alone can change a take).
+
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
        python benchmarks/best_of_n.py quality WORK_DIR [--models-dir DIR] [--sentences 100] [--seeds 0,1]
@@ -46,6 +55,8 @@ Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] 
          [--out benchmarks/results/best_of_n_quality.json]
        python benchmarks/best_of_n.py rescore QUALITY_JSON [--models-dir DIR] [--clvp DIR] [--paddings none,0,8,32,64]
          [--out benchmarks/results/best_of_n_rescore.json]
+       python benchmarks/best_of_n.py noise QUALITY_JSON [--models-dir DIR] [--items 12] [--candidates 8]
+         [--noise-seeds 4] [--threads 2] [--out benchmarks/results/best_of_n_noise.json]
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +84,10 @@ from tortoise_clvp.bench.best_of_n import (  # noqa: E402
     candidate_audio,
     clvp_pick,
     hear,
+    noise_split,
     spearman,
     text_correlation,
+    utterance_errors,
 )
 from tortoise_clvp.config import AutoregressiveConfig, ClvpConfig  # noqa: E402
 from tortoise_clvp.models.autoregressive import AutoregressiveModel  # noqa: E402
@@ -91,6 +104,7 @@ TEXT_IDS = 39  # + the appended 0: a ~60-character sentence
 PRUNE_SCORES = ("logprob", "clvp")
 PRESET_SAMPLERS = ("standard", "fast", "fast_dpm", "ultra_fast_dpm", "ultra_fast_ddim")  # p 200 / p 80 / dpm++2m 20 / 10 / ddim 4
 PRESET_N = 16  # presets are compared on CLVP's pick of this many
+NOISE_SEED_STEP = 1000  # the noise part's extra diffusion seeds: the run's seed + 1000, + 2000, ...
 
 
 def _ints(text: str) -> list[int]:
@@ -507,38 +521,63 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
     return summary
 
 
+def _load_run(path: Path) -> dict[str, Any]:
+    run = json.loads(path.read_text(encoding="utf-8"))
+    if run.get("benchmark") != "best_of_n_quality" or not run.get("items"):
+        raise SystemExit(f"{path} is not a best_of_n quality result with items")
+    return run
+
+
+class _Replay:
+    """A quality run's candidates sampled again: the same model (its files at `models_dir`, default the run's),
+    options, references and seeds. `candidates(item)` checks that CLVP scores them as the run did (in the model's
+    own layout), which proves they are the run's candidates."""
+
+    def __init__(self, run: dict[str, Any], models_dir: Path | None):
+        from tortoise_clvp.api import TextToSpeech
+        from tortoise_clvp.presets import PRESETS
+
+        self.models_dir = Path(models_dir or run["models_dir"])
+        self.tts = TextToSpeech.from_local(self.models_dir)
+        self.tts.sampler = _RowKeyedSampler()
+        self.grid = run["args"]["candidate_counts"]
+        self.options = replace(PRESETS[run["preset"]].decoding, num_candidates=self.grid[-1],
+                               batch_size=min(self.grid[-1], run["args"]["batch_size"]),
+                               max_new_tokens=run["args"]["max_new_tokens"])
+        sentences = _sentences(Path(run["args"]["work_dir"]), run["args"]["sentences"],
+                               run["args"].get("min_reference_seconds", 0.0),
+                               tuple(run["args"].get("exclude_trained_on", ())))
+        self.references = {utterance.id: clip for utterance, clip in sentences}
+        self.largest_difference = 0.0
+
+    def candidates(self, item: dict[str, Any], k: int = 1):
+        conditioning = self.tts.get_conditioning([self.references[item["id"]]])
+        result = self.tts.candidates(item["text"], conditioning, self.options, k=k, seed=item["seed"])
+        difference = float((result.ranked.scores - torch.tensor(item["scores"])).abs().max())
+        self.largest_difference = max(self.largest_difference, difference)
+        if difference > 1e-3:
+            raise SystemExit(f"the resampled candidates of {item['text']!r} are not the run's (scores differ by up to "
+                             f"{difference:.4g}): was the model or the code changed since?")
+        return conditioning, result
+
+
 def rescore(args: argparse.Namespace) -> dict[str, Any]:
     from tortoise_clvp.api import TextToSpeech
-    from tortoise_clvp.presets import PRESETS
 
-    run = json.loads(args.quality_json.read_text(encoding="utf-8"))
-    done = run.get("items") or []
-    if run.get("benchmark") != "best_of_n_quality" or not done:
-        raise SystemExit(f"{args.quality_json} is not a best_of_n quality result with items")
-    models_dir, work_dir = Path(args.models_dir or run["models_dir"]), Path(run["args"]["work_dir"])
-    tts = TextToSpeech.from_local(models_dir)
-    tts.sampler = _RowKeyedSampler()
-    clvp, tokens = tts.models.clvp, tts.models.autoregressive.config.tokens
+    run = _load_run(args.quality_json)
+    done = run["items"]
+    replay = _Replay(run, args.models_dir)
+    clvp, tokens = replay.tts.models.clvp, replay.tts.models.autoregressive.config.tokens
     if args.clvp is not None:  # another scorer for the same candidates (the run's own still proves they are the same)
         clvp = TextToSpeech.from_local(args.clvp).models.clvp
-    grid = run["args"]["candidate_counts"]
-    options = replace(PRESETS[run["preset"]].decoding, num_candidates=grid[-1],
-                      batch_size=min(grid[-1], run["args"]["batch_size"]), max_new_tokens=run["args"]["max_new_tokens"])
-    sentences = _sentences(work_dir, run["args"]["sentences"], run["args"].get("min_reference_seconds", 0.0),
-                           tuple(run["args"].get("exclude_trained_on", ())))
-    references = {utterance.id: clip for utterance, clip in sentences}
     result = result_header("best_of_n_rescore", args, __doc__.split("\n\n")[4], skip_args=("out", "func"))
-    result.update({"quality_run": str(args.quality_json), "models_dir": str(models_dir),
-                   "scorer": str(args.clvp or models_dir), "items": len(done)})
+    result.update({"quality_run": str(args.quality_json), "models_dir": str(replay.models_dir),
+                   "scorer": str(args.clvp or replay.models_dir), "items": len(done)})
     scored: dict[str, list[CandidateErrors]] = {str(p): [] for p in args.padding_list}
     seconds = {str(p): 0.0 for p in args.padding_list}
     texts: list[str] = []
-    mismatch = 0.0
     for number, item in enumerate(done):
-        candidates = tts.candidates(item["text"], tts.get_conditioning([references[item["id"]]]), options, k=1,
-                                    seed=item["seed"])
-        # scored as the run scored them (the model's own layout): equal scores prove these are the run's candidates
-        mismatch = max(mismatch, float((candidates.ranked.scores - torch.tensor(item["scores"])).abs().max()))
+        _, candidates = replay.candidates(item)
         for padding in args.padding_list:
             cut = fix_speech_decoder_output(scoring_span(candidates.raw_codes, tokens, padding), tokens)
             took, scores = timed(lambda cut=cut: score_candidates(clvp, candidates.text_ids, cut))
@@ -546,10 +585,7 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
             scored[str(padding)].append(CandidateErrors(tuple(scores.tolist()), tuple(item["wer"]), tuple(item["cer"])))
         texts.append(item["text"])
         print(f"  {number + 1}/{len(done)} {item['text']!r}", flush=True)
-    if mismatch > 1e-3:
-        raise SystemExit(f"the resampled candidates are not the run's (scores differ by up to {mismatch:.4g}): "
-                         "was the model or the code changed since?")
-    result["max_score_difference_from_run"] = mismatch
+    result["max_score_difference_from_run"] = replay.largest_difference
     result["layouts"] = []
     for padding in args.padding_list:
         sets = scored[str(padding)]
@@ -557,9 +593,51 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
         for text, one in zip(texts, sets):
             by_text.setdefault(text, []).append(one)
         rhos = [r for r in (text_correlation(group) for group in by_text.values()) if r is not None]
-        result["layouts"].append({"score_padding": padding, "best_of_n": best_of_n_rows(sets, grid),
+        result["layouts"].append({"score_padding": padding, "best_of_n": best_of_n_rows(sets, replay.grid),
                                   "spearman_mean": sum(rhos) / len(rhos) if rhos else None,
                                   "scoring_s": seconds[str(padding)]})
+    result["system"]["loadavg_1m_at_end"] = load_average()
+    return result
+
+
+def noise(args: argparse.Namespace) -> dict[str, Any]:
+    from tortoise_clvp.eval.asr import Transcriber
+    from tortoise_clvp.frontend.mel import OUTPUT_SAMPLE_RATE
+    from tortoise_clvp.presets import PRESETS
+
+    run = _load_run(args.quality_json)
+    if run.get("audio") != "diffusion":
+        raise SystemExit(f"{args.quality_json} made its audio with the {run.get('audio')} path; the noise split needs "
+                         "a run whose audio came from the diffusion decoder")
+    replay = _Replay(run, args.models_dir)
+    if args.candidates > replay.grid[-1]:
+        raise SystemExit(f"the run sampled {replay.grid[-1]} candidates per item; --candidates {args.candidates} "
+                         "asks for more")
+    transcriber = Transcriber(threads=args.threads)
+    diffusion = PRESETS[run["preset"]].diffusion
+    result = result_header("best_of_n_noise", args, __doc__.split("\n\n")[5], skip_args=("out", "func"))
+    result.update({"quality_run": str(args.quality_json), "models_dir": str(replay.models_dir),
+                   "preset": run["preset"], "items": []})
+    tables: dict[str, list[list[list[float]]]] = {"wer": [], "cer": []}
+    for number, item in enumerate(run["items"][: args.items]):
+        conditioning, candidates = replay.candidates(item, k=replay.grid[-1])
+        latents = dict(zip(candidates.best.tolist(), candidates.latents))  # sampling order -> its latents
+        seeds = [item["seed"]] + [item["seed"] + NOISE_SEED_STEP * j for j in range(1, args.noise_seeds)]
+        errors = [[utterance_errors(item["text"], transcriber.transcribe(
+            replay.tts.waveforms([latents[index]], conditioning, diffusion, seed)[0], OUTPUT_SAMPLE_RATE))
+            for seed in seeds] for index in range(args.candidates)]
+        wer = [[e[0] for e in row] for row in errors]
+        cer = [[e[1] for e in row] for row in errors]
+        tables["wer"].append(wer)
+        tables["cer"].append(cer)
+        reproduced = sum(w[0] == item["wer"][i] and c[0] == item["cer"][i] for i, (w, c) in enumerate(zip(wer, cer)))
+        result["items"].append({"id": item["id"], "text": item["text"], "seed": item["seed"], "noise_seeds": seeds,
+                                "wer": wer, "cer": cer, "run_errors_reproduced": reproduced})
+        print(f"  {number + 1}/{min(args.items, len(run['items']))} {item['text']!r}: the run's errors reproduced for "
+              f"{reproduced} of {args.candidates}", flush=True)
+    result["max_score_difference_from_run"] = replay.largest_difference
+    result["run_errors_reproduced"] = sum(i["run_errors_reproduced"] for i in result["items"])
+    result["split"] = {metric: asdict(noise_split(t)) for metric, t in tables.items()}
     result["system"]["loadavg_1m_at_end"] = load_average()
     return result
 
@@ -573,6 +651,16 @@ def print_rescore(result: dict[str, Any]) -> None:
                      top["cer_random"], top["wer_oracle"], layout["spearman_mean"], layout["scoring_s"]])
     print(format_table(["score_padding", f"WER clvp@{largest}", "CER clvp", "WER random", "CER random", "WER oracle",
                         "Spearman", "scoring s"], rows, digits=3))
+
+
+def print_noise(result: dict[str, Any]) -> None:
+    split = result["split"]
+    print(format_table(["metric", "code share", "code variance", "noise variance", "random", "code ranker", "oracle"],
+                       [[m, s["code_share"], s["code_variance"], s["noise_variance"], s["random"], s["code_ranker"],
+                         s["oracle"]] for m, s in split.items()], digits=4))
+    first = next(iter(split.values()))
+    print(f"{first['sets']} sets x {first['candidates']} candidates x {first['seeds']} noise seeds; the run's own "
+          f"errors reproduced for {result['run_errors_reproduced']} of {first['sets'] * first['candidates']} candidates")
 
 
 def print_quality(result: dict[str, Any]) -> None:
@@ -631,8 +719,24 @@ def main() -> None:
     r.add_argument("--paddings", default="none,0,8,32,64", help="score_padding values; none: every sampled position")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out", type=Path, default=RESULTS / "best_of_n_rescore.json")
+    n = commands.add_parser("noise", help="a quality run's candidates diffused with more noise seeds: codes vs noise")
+    n.add_argument("quality_json", type=Path)
+    n.add_argument("--models-dir", type=Path, default=None,
+                   help="the run's model files at another path (default: the run's models_dir)")
+    n.add_argument("--items", type=int, default=12, help="the run's first ITEMS (sentence, seed) items")
+    n.add_argument("--candidates", type=int, default=8, help="the first CANDIDATES of each item")
+    n.add_argument("--noise-seeds", type=int, default=4, help="diffusion seeds per candidate, the run's own included")
+    n.add_argument("--threads", type=int, default=2)
+    n.add_argument("--out", type=Path, default=RESULTS / "best_of_n_noise.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.command == "noise":
+        if args.items < 1 or args.candidates < 2 or args.noise_seeds < 2:
+            parser.error("noise needs --items >= 1, --candidates >= 2 and --noise-seeds >= 2")
+        result = noise(args)
+        print_noise(result)
+        finish(args.out, result)
+        return
     if args.command == "rescore":
         args.padding_list = [None if p.strip() == "none" else int(p) for p in args.paddings.split(",") if p.strip()]
         result = rescore(args)

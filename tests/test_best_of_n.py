@@ -16,6 +16,7 @@ from tortoise_clvp.bench.best_of_n import (
     average_ranks,
     best_of_n_rows,
     clvp_pick,
+    noise_split,
     oracle_pick,
     spearman,
     text_correlation,
@@ -93,6 +94,34 @@ def test_utterance_errors_normalise_both_sides():
     wer, cer = utterance_errors("the cat sat", "the cat")
     assert wer == pytest.approx(1 / 3) and cer == pytest.approx(4 / 11)
     assert utterance_errors("Hello.", "") == (1.0, 1.0)
+
+
+def test_noise_split_by_hand():
+    # no noise: the codes are everything, and the held-out seeds find the best candidate
+    quiet = noise_split([[[0.2, 0.2], [0.6, 0.6], [0.4, 0.4]]])
+    assert quiet.noise_variance == 0.0 and quiet.code_variance == pytest.approx(0.04) and quiet.code_share == 1.0
+    assert (quiet.random, quiet.code_ranker, quiet.oracle) == (pytest.approx(0.4), 0.2, 0.2)
+    # candidates 0.2 and 0.8 on average, each spread 0.04 by the noise over 3 seeds
+    mixed = [[0.0, 0.2, 0.4], [0.6, 0.8, 1.0]]
+    one = noise_split([mixed])
+    assert one.noise_variance == pytest.approx(0.04)
+    assert one.code_variance == pytest.approx(0.18 - 0.04 / 3)  # the means' variance less the noise they still hold
+    assert one.code_share == pytest.approx((0.18 - 0.04 / 3) / (0.18 - 0.04 / 3 + 0.04))
+    assert (one.random, one.code_ranker, one.oracle) == (pytest.approx(0.3), 0.0, 0.0)
+    # pure noise: equal means, so no code variance; the other seeds pick the candidate that is worse on the first
+    noisy = [[0.0, 0.5, 1.0], [1.0, 0.5, 0.0]]
+    both = noise_split([mixed, noisy])
+    assert (both.sets, both.candidates, both.seeds) == (2, 2, 3)
+    assert both.code_variance == pytest.approx((0.18 - 0.04 / 3) / 2)
+    assert both.noise_variance == pytest.approx((0.04 + 0.25) / 2)
+    assert (both.random, both.code_ranker, both.oracle) == (pytest.approx(0.4), 0.5, 0.0)
+
+
+def test_noise_split_refuses_ragged_or_too_small_tables():
+    for bad in ([], [[[0.1], [0.2]]], [[[0.1, 0.2]]], [[[0.1, 0.2], [0.3]]],
+                [[[0.1, 0.2], [0.3, 0.4]], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]]):
+        with pytest.raises(ValueError):
+            noise_split(bad)
 
 
 # the report, by ear ----------------------------------------------------------------------------------------------------

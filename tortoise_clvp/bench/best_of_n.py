@@ -130,6 +130,63 @@ def text_correlation(sets: Sequence[CandidateErrors]) -> float | None:
 
 
 @dataclass(frozen=True)
+class NoiseSplit:
+    """How much of the spread of single takes' error rates is the candidates' own (their codes) and how much the
+    audio's noise adds (the diffusion noise seed, and the ASR's reaction to it), and what that leaves a code ranker.
+
+    code_variance and noise_variance are one-way random-effects estimates, averaged over the sets: noise_variance is
+    the variance of one candidate's error over noise seeds; code_variance is the variance over candidates of their
+    mean error less the noise that mean still holds (noise_variance / seeds), floored at 0. code_share is
+    code_variance / (code_variance + noise_variance): the part of a take's error a perfect code ranker could know.
+
+    On the first noise seed (the one a run records): random is the mean error over the candidates; code_ranker is the
+    error of the candidate best on average over the OTHER seeds (a code ranker that knows each candidate's quality as
+    well as those seeds tell it: what a perfect one gains at least); oracle is the lowest error (the ASR-best, which
+    also picks the luckiest noise)."""
+
+    sets: int
+    candidates: int
+    seeds: int
+    code_variance: float
+    noise_variance: float
+    code_share: float
+    random: float
+    code_ranker: float
+    oracle: float
+
+
+def _variance(values: Sequence[float]) -> float:
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def noise_split(tables: Sequence[Sequence[Sequence[float]]]) -> NoiseSplit:
+    """tables[set][candidate][seed]: one error rate per candidate and noise seed (seed 0 first), every set with the
+    same number (at least 2) of candidates and of seeds."""
+    if not tables:
+        raise ValueError("need at least one set of candidates")
+    candidates, seeds = len(tables[0]), len(tables[0][0]) if tables[0] else 0
+    if candidates < 2 or seeds < 2 or any(len(t) != candidates or any(len(r) != seeds for r in t) for t in tables):
+        raise ValueError("every set needs the same number (at least 2) of candidates, each with the same number "
+                         f"(at least 2) of noise seeds; the first set has {candidates} x {seeds}")
+    code = noise = random = ranker = oracle = 0.0
+    for table in tables:
+        within = sum(_variance(row) for row in table) / candidates
+        means = [sum(row) / seeds for row in table]
+        noise += within
+        code += max(_variance(means) - within / seeds, 0.0)
+        first = [row[0] for row in table]
+        random += sum(first) / candidates
+        oracle += min(first)
+        held_out = [sum(row[1:]) / (seeds - 1) for row in table]
+        ranker += first[min(range(candidates), key=lambda i: (held_out[i], i))]
+    n = len(tables)
+    code, noise = code / n, noise / n
+    share = code / (code + noise) if code + noise > 0 else 0.0
+    return NoiseSplit(n, candidates, seeds, code, noise, share, random / n, ranker / n, oracle / n)
+
+
+@dataclass(frozen=True)
 class HeardCandidates:
     """One (text, seed) set as the ASR heard it, in sampling order: transcripts, audio lengths and error rates."""
 
