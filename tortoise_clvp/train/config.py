@@ -197,7 +197,7 @@ class DiffusionTrainConfig:
     max_codes: int = 48  # speech codes per training window (x ~4.35 mel frames: about 2.2 s)
     unconditioned_rate: float = 0.15
     vb_weight: float = 1.0
-    max_examples: int = 3000  # training utterances (the first, in corpus order); preparing one costs a decoder pass
+    max_examples: int = 15000  # training utterances (the first, in corpus order); preparing one costs a decoder pass
     valid_items: int = 24  # held-out utterances scored at every evaluation
     sampled_items: int = 4  # ... of which this many are also sampled (as fast_dpm samples, in sample_steps steps)
     sample_steps: int = 20
