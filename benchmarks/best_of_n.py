@@ -85,6 +85,7 @@ from tortoise_clvp.bench.best_of_n import (  # noqa: E402
     clvp_pick,
     hear,
     noise_split,
+    sampling_order_latents,
     spearman,
     text_correlation,
     utterance_errors,
@@ -621,7 +622,7 @@ def noise(args: argparse.Namespace) -> dict[str, Any]:
     tables: dict[str, list[list[list[float]]]] = {"wer": [], "cer": []}
     for number, item in enumerate(run["items"][: args.items]):
         conditioning, candidates = replay.candidates(item, k=replay.grid[-1])
-        latents = dict(zip(candidates.best.tolist(), candidates.latents))  # sampling order -> its latents
+        latents = sampling_order_latents(candidates)
         seeds = [item["seed"]] + [item["seed"] + NOISE_SEED_STEP * j for j in range(1, args.noise_seeds)]
         errors = [[utterance_errors(item["text"], transcriber.transcribe(
             replay.tts.waveforms([latents[index]], conditioning, diffusion, seed)[0], OUTPUT_SAMPLE_RATE))

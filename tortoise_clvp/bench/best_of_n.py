@@ -17,6 +17,7 @@ has a negative one (higher score, fewer errors); it is None where either side is
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -155,11 +156,6 @@ class NoiseSplit:
     oracle: float
 
 
-def _variance(values: Sequence[float]) -> float:
-    mean = sum(values) / len(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-
-
 def noise_split(tables: Sequence[Sequence[Sequence[float]]]) -> NoiseSplit:
     """tables[set][candidate][seed]: one error rate per candidate and noise seed (seed 0 first), every set with the
     same number (at least 2) of candidates and of seeds."""
@@ -171,10 +167,10 @@ def noise_split(tables: Sequence[Sequence[Sequence[float]]]) -> NoiseSplit:
                          f"(at least 2) of noise seeds; the first set has {candidates} x {seeds}")
     code = noise = random = ranker = oracle = 0.0
     for table in tables:
-        within = sum(_variance(row) for row in table) / candidates
+        within = sum(statistics.variance(row) for row in table) / candidates
         means = [sum(row) / seeds for row in table]
         noise += within
-        code += max(_variance(means) - within / seeds, 0.0)
+        code += max(statistics.variance(means) - within / seeds, 0.0)
         first = [row[0] for row in table]
         random += sum(first) / candidates
         oracle += min(first)
@@ -197,6 +193,18 @@ class HeardCandidates:
     asr_s: float
 
 
+def sampling_order_latents(result) -> list[Tensor]:
+    """The decoder latents of every candidate of a `CandidateResult` (made with k = all of them), in sampling order
+    (the result holds them best first)."""
+    order = result.best.tolist()
+    if len(order) != len(result.ranked.scores):
+        raise ValueError(f"{len(order)} of {len(result.ranked.scores)} candidates have latents; rank with k = all")
+    latents: list[Tensor] = [result.latents[0]] * len(order)
+    for latent, index in zip(result.latents, order):
+        latents[index] = latent
+    return latents
+
+
 def candidate_audio(tts, conditioning, result, diffusion) -> list[Tensor]:
     """Every candidate of a `CandidateResult` (made with k = all of them) as 24 kHz audio, in sampling order.
 
@@ -204,12 +212,7 @@ def candidate_audio(tts, conditioning, result, diffusion) -> list[Tensor]:
     (`TextToSpeech.waveforms` on its latents alone, `diffusion` the sampler options), so it does not depend on the
     other candidates.
     """
-    order = result.best.tolist()
-    if len(order) != len(result.ranked.scores):
-        raise ValueError(f"{len(order)} of {len(result.ranked.scores)} candidates have latents; rank with k = all")
-    latents: list[Tensor] = [result.latents[0]] * len(order)
-    for latent, index in zip(result.latents, order):
-        latents[index] = latent  # best-first -> sampling order
+    latents = sampling_order_latents(result)
     return [tts.waveforms([latent], conditioning, diffusion, result.seed)[0] for latent in latents]
 
 
