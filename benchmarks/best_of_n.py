@@ -1,6 +1,6 @@
 """Best of N by ear, early pruning and int8 quantization: what reranking buys and how much work can be skipped.
 
-Three parts, run separately:
+Five commands, run separately:
 
 ``speed`` (full-size random weights; measures compute only, nothing about speech):
 - pruning: `pipeline.pruning.sample_pruned` unpruned vs pruned (checkpoint ``--checkpoint`` tokens, ``--keep`` of the
@@ -27,7 +27,10 @@ preset, and diffused with its sampler, or, for a model without a diffusion decod
 - int8 (``--int8``): the same sentences with the decoder and CLVP quantized: WER of CLVP's pick of N, agreement;
 - presets (with a diffusion decoder): WER and diffusion time of the sampler presets on CLVP's pick of 16.
 The run writes its items to ``--out`` after every sentence and resumes: started again with the same arguments
-(``--threads`` aside) on the same model files, it keeps the (sentence, seed) items already there and runs the rest.
+(``--threads`` and ``--shard`` aside) on the same model files, it keeps the (sentence, seed) items already there and
+runs the rest. ``--shard K/M`` runs only every M-th sentence from the K-th (0-based), so M processes or machines share
+one run: give each its own ``--out`` (a copy of a partial run's file, to keep what it already has) and join them
+with ``merge``.
 
 ``rescore QUALITY_JSON`` (a quality run): how CLVP's layout of the candidates, or another CLVP (``--clvp``), changes
 its picks. Every
@@ -46,13 +49,17 @@ see), and, on the run's seed, a random pick, the candidate best on the other see
 candidate's quality gains at least) and the ASR-best. How many candidates' errors at the run's seed equal the run's
 is reported too (the same audio heard again; thread counts change float rounding, and that alone can change a take).
 
+``merge QUALITY_JSON ... --out FILE``: the shards of one quality run (same arguments and model files) as one run:
+their (sentence, seed) items, each once (in the order of the files given), and the tables made again.
+
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
        python benchmarks/best_of_n.py quality WORK_DIR [--models-dir DIR] [--sentences 100] [--seeds 0,1]
          [--exclude-trained-on OTHER_WORK_DIR ...] [--min-reference-seconds 2]
          [--candidates 1,2,4,8,16,32] [--max-new-tokens 300] [--audio auto|diffusion|preview] [--preset NAME]
-         [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--threads 2]
+         [--prune-at 16,32,64] [--prune-keep 0.25,0.5] [--int8] [--shard K/M] [--threads 2]
          [--out benchmarks/results/best_of_n_quality.json]
+       python benchmarks/best_of_n.py merge QUALITY_JSON ... --out FILE
        python benchmarks/best_of_n.py rescore QUALITY_JSON [--models-dir DIR] [--clvp DIR] [--paddings none,0,8,32,64]
          [--out benchmarks/results/best_of_n_rescore.json]
        python benchmarks/best_of_n.py noise QUALITY_JSON [--models-dir DIR] [--items 12] [--candidates 8]
@@ -332,20 +339,27 @@ def _models_digest(models_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _run_identity(run_args: dict[str, Any], digest: str) -> str:
+    """What makes two quality runs the same run: the arguments as written to JSON (threads and shard aside: they
+    change who does the work, not the work) and the model files."""
+    kept = {k: v for k, v in run_args.items() if k not in ("threads", "shard", "shard_index", "shard_count")}
+    return json.dumps([kept, digest], default=str, sort_keys=True)
+
+
 def _resumed_items(out: Path, run_args: dict[str, Any], digest: str) -> list[dict]:
-    """The items of an earlier run of the same arguments (threads aside) on the same model files, else none."""
+    """The items of an earlier run of the same arguments on the same model files, else none."""
     try:
         earlier = json.loads(out.read_text())
     except (OSError, ValueError):
         return []
-
-    def same(a: dict[str, Any]) -> dict[str, Any]:  # as written to JSON (paths in lists become text)
-        return json.loads(json.dumps({k: v for k, v in a.items() if k != "threads"}, default=str))
-
-    if earlier.get("benchmark") != "best_of_n_quality" or earlier.get("models_digest") != digest \
-            or same(earlier.get("args") or {}) != same(run_args):
+    if earlier.get("benchmark") != "best_of_n_quality" \
+            or _run_identity(earlier.get("args") or {}, earlier.get("models_digest")) != _run_identity(run_args, digest):
         return []
     return list(earlier.get("items") or [])
+
+
+def _prune_settings(run_args: dict[str, Any]) -> list[tuple]:
+    return [(c, k, s) for c in run_args["prune_checkpoints"] for k in run_args["prune_keeps"] for s in PRUNE_SCORES]
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
@@ -390,7 +404,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     digest = _models_digest(models_dir)
     result.update({"models_dir": str(models_dir), "models_digest": digest, "audio": audio, "preset": chosen,
                    "sentences": len(sentences)})
-    settings = [(c, k, s) for c in args.prune_checkpoints for k in args.prune_keeps for s in PRUNE_SCORES]
+    settings = _prune_settings(vars(args))
     items = _resumed_items(args.out, result["args"], digest)
     done = {(item["id"], item["seed"]) for item in items}
     if items:
@@ -406,7 +420,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
     for number, (utterance, clip) in enumerate(sentences):
         seeds = [seed for seed in args.seed_list if (utterance.id, seed) not in done]
-        if not seeds:
+        if not seeds or number % args.shard_count != args.shard_index:
             continue
         conditioning = tts.get_conditioning([clip])
         for seed in seeds:
@@ -476,8 +490,34 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         result["items"] = items
         result["elapsed_s"] = time.perf_counter() - started  # this run's share (a resumed run's earlier time is not in it)
         write_json_atomic(args.out, result)
+    if not items:
+        raise SystemExit(f"shard {args.shard} of {len(sentences)} sentences has none to run")
     result.update(summarize(items, grid, settings, largest))
     result["system"]["loadavg_1m_at_end"] = load_average()
+    return result
+
+
+def merge(args: argparse.Namespace) -> dict[str, Any]:
+    """The shards of one quality run joined: each (sentence, seed) item once, the tables made again."""
+    runs = [_load_run(path) for path in args.quality_jsons]
+    identity = _run_identity(runs[0]["args"], runs[0]["models_digest"])
+    items: dict[tuple, dict] = {}
+    for path, run in zip(args.quality_jsons, runs):
+        if _run_identity(run["args"], run["models_digest"]) != identity:
+            raise SystemExit(f"{path} is not a shard of the same run as {args.quality_jsons[0]}: its arguments or "
+                             "model files differ")
+        for item in run["items"]:
+            key = (item["id"], item["seed"])
+            if key in items and items[key]["scores"] != item["scores"]:
+                raise SystemExit(f"{path} scores {item['text']!r} (seed {item['seed']}) unlike an earlier file: "
+                                 "they were not made by the same code")
+            items.setdefault(key, item)
+    result = {k: v for k, v in runs[0].items() if k in ("benchmark", "started", "args", "method", "system",
+                                                        "models_dir", "models_digest", "audio", "preset", "sentences")}
+    result.update({"merged_from": [str(p) for p in args.quality_jsons], "items": list(items.values()),
+                   "elapsed_s": sum(run.get("elapsed_s", 0.0) for run in runs)})
+    grid = runs[0]["args"]["candidate_counts"]
+    result.update(summarize(result["items"], grid, _prune_settings(runs[0]["args"]), grid[-1]))
     return result
 
 
@@ -517,7 +557,11 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
                            "float32_sampling_s": sum(i["sampling_s"] for i in items)}
     if "presets" in items[0]:
         summary["presets"] = {name: {"wer": sum(i["presets"][name]["wer"] for i in items) / len(items),
-                                     "diffusion_s": sum(i["presets"][name]["diffusion"] for i in items)}
+                                     "cer": sum(i["presets"][name]["cer"] for i in items) / len(items),
+                                     "diffusion_s": sum(i["presets"][name]["diffusion"] for i in items),
+                                     # per item: a stall of the machine (a paused or starved process) moves a sum
+                                     "diffusion_s_median": statistics.median(i["presets"][name]["diffusion"]
+                                                                             for i in items)}
                               for name in PRESET_SAMPLERS}
     return summary
 
@@ -710,8 +754,13 @@ def main() -> None:
     q.add_argument("--prune-at", default="16,32,64", help="checkpoints (tokens)")
     q.add_argument("--prune-keep", default="0.25,0.5", help="fractions kept")
     q.add_argument("--int8", action="store_true", help="also run with the decoder and CLVP int8-quantized")
+    q.add_argument("--shard", default="0/1", help="K/M: run every M-th sentence from the K-th (0-based)")
     q.add_argument("--threads", type=int, default=2)
     q.add_argument("--out", type=Path, default=RESULTS / "best_of_n_quality.json")
+    m = commands.add_parser("merge", help="the shards of one quality run joined into one")
+    m.add_argument("quality_jsons", type=Path, nargs="+", metavar="QUALITY_JSON")
+    m.add_argument("--threads", type=int, default=1)
+    m.add_argument("--out", type=Path, required=True)
     r = commands.add_parser("rescore", help="a quality run's candidates scored with other CLVP layouts (no audio)")
     r.add_argument("quality_json", type=Path)
     r.add_argument("--models-dir", type=Path, default=None,
@@ -747,6 +796,17 @@ def main() -> None:
     if args.command == "speed":
         finish(args.out, speed(args))
         return
+    if args.command == "merge":
+        result = merge(args)
+        print_quality(result)
+        finish(args.out, result)
+        return
+    try:
+        args.shard_index, args.shard_count = (int(part) for part in args.shard.split("/"))
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: give K/M, e.g. 0/2 and 1/2 for two processes")
+    if not 0 <= args.shard_index < args.shard_count:
+        parser.error(f"--shard {args.shard}: K must be at least 0 and below M")
     args.seed_list, args.candidate_counts = _ints(args.seeds), _ints(args.candidates)
     args.prune_checkpoints, args.prune_keeps = _ints(args.prune_at), _floats(args.prune_keep)
     result = quality(args)
