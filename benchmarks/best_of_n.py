@@ -92,6 +92,7 @@ from tortoise_clvp.bench.best_of_n import (  # noqa: E402
     clvp_pick,
     hear,
     noise_split,
+    pick_gain,
     sampling_order_latents,
     spearman,
     text_correlation,
@@ -541,6 +542,8 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
     real = [i["real_pruned"] for i in items]
     summary: dict[str, Any] = {
         "best_of_n": best_of_n_rows(sets, grid),
+        "clvp_gain": [{**asdict(gain), "relative": gain.relative} for gain in
+                      (pick_gain(list(by_text.values()), n, metric) for metric in ("wer", "cer") for n in grid)],
         "spearman": {"texts": len(rhos), "mean": sum(rhos) / len(rhos) if rhos else None,
                      "negative_fraction": sum(r < 0 for r in rhos) / len(rhos) if rhos else None},
         "pruning": pruning,
@@ -712,6 +715,9 @@ def print_quality(result: dict[str, Any]) -> None:
     print(format_table(["N", "WER clvp", "WER random", "WER oracle", "CER clvp", "CER random", "CER oracle"],
                        [[r["n"], r["wer_clvp"], r["wer_random"], r["wer_oracle"], r["cer_clvp"], r["cer_random"],
                          r["cer_oracle"]] for r in result["best_of_n"]], digits=3))
+    print(format_table(["N", "metric", "CLVP - random", "95 % interval", "relative"],
+                       [[g["n"], g["metric"], g["difference"], f"{g['low']:+.3f} .. {g['high']:+.3f}", g["relative"]]
+                        for g in result["clvp_gain"]], digits=3))
     s = result["spearman"]
     print(f"Spearman(CLVP score, WER) per text: mean {s['mean']}, negative in {s['negative_fraction']} of {s['texts']}")
     print(format_table(["checkpoint", "keep", "score", "WER", "unpruned WER", "agreement", "steps saved"],

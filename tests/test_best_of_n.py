@@ -18,6 +18,7 @@ from tortoise_clvp.bench.best_of_n import (
     clvp_pick,
     noise_split,
     oracle_pick,
+    pick_gain,
     spearman,
     text_correlation,
     utterance_errors,
@@ -75,6 +76,31 @@ def test_bad_tables_are_rejected():
     with pytest.raises(ValueError, match="at least one"):
         best_of_n_rows([], [1])
 
+
+
+def test_pick_gain_averages_seeds_within_a_text_then_texts_by_hand():
+    # text A, two seeds: CLVP picks 0.0 where random is 0.5, then 1.0 where random is 0.5 -> difference 0
+    a = [_set([0.0, 1.0], [1.0, 0.0]), _set([0.0, 1.0], [0.0, 1.0])]
+    # text B, one seed: CLVP picks 0.0 against a random 0.5 -> -0.5
+    b = [_set([1.0, 0.0], [0.0, 1.0])]
+    gain = pick_gain([a, b], 2)
+    assert (gain.texts, gain.clvp, gain.random) == (2, pytest.approx(0.25), pytest.approx(0.5))
+    assert gain.difference == pytest.approx(-0.25) and gain.relative == pytest.approx(-0.5)
+    half = 1.96 * (0.125 ** 0.5) / 2 ** 0.5  # stdev of (0, -0.5) over sqrt(2 texts)
+    assert (gain.low, gain.high) == (pytest.approx(-0.25 - half), pytest.approx(-0.25 + half))
+    # N = 1: CLVP's pick is the random pick; one text: no spread, no width
+    one = pick_gain([a, b], 1, "cer")
+    assert one.difference == 0.0 and one.low == one.high == 0.0
+    assert pick_gain([b], 2).low == pick_gain([b], 2).high == pytest.approx(-0.5)
+
+
+def test_pick_gain_refuses_bad_input():
+    with pytest.raises(ValueError, match="metric"):
+        pick_gain([[_set([0.0], [0.0])]], 1, "per")
+    with pytest.raises(ValueError, match="at least one text"):
+        pick_gain([[]], 1)
+    with pytest.raises(ValueError, match="needs 2 candidates"):
+        pick_gain([[_set([0.0], [0.0])]], 2)
 
 def test_spearman_by_hand():
     assert average_ranks([10, 20, 20, 5]) == [2.0, 3.5, 3.5, 1.0]
