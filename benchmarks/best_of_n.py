@@ -50,7 +50,8 @@ candidate's quality gains at least) and the ASR-best. How many candidates' error
 is reported too (the same audio heard again; thread counts change float rounding, and that alone can change a take).
 
 ``merge QUALITY_JSON ... --out FILE``: the shards of one quality run (same arguments and model files) as one run:
-their (sentence, seed) items, each once (in the order of the files given), and the tables made again.
+their (sentence, seed) items, each once (in the order of the files given), and the tables made again. Both
+commands also draw WER against N (the JSON's name with .png) when matplotlib is installed.
 
 Usage: python benchmarks/best_of_n.py speed [--candidates 32] [--batch-size 16] [--tokens 96] [--checkpoint 24]
          [--keep 0.25] [--repeats 2] [--threads 2] [--out benchmarks/results/best_of_n_speed.json]
@@ -711,6 +712,23 @@ def print_noise(result: dict[str, Any]) -> None:
           f"errors reproduced for {result['run_errors_reproduced']} of {first['sets'] * first['candidates']} candidates")
 
 
+def plot_quality(result: dict[str, Any], out: Path) -> None:
+    """WER against N beside the JSON (OUT with .png), when matplotlib (the bench extra) is installed."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("no plot: matplotlib is not installed (pip install 'tortoise-clvp[bench]')")
+        return
+    from tortoise_clvp.atomic import atomic_write
+    from tortoise_clvp.bench.rerank_report import best_of_n_figure
+
+    items = len(result["items"])
+    figure = best_of_n_figure(result["best_of_n"], Figure, f"Best of N by ear ({items} sentence x seed items)")
+    with atomic_write(out.with_suffix(".png")) as stream:
+        figure.savefig(stream, format="png", dpi=110)
+    print(f"wrote {out.with_suffix('.png')}")
+
+
 def print_quality(result: dict[str, Any]) -> None:
     print(format_table(["N", "WER clvp", "WER random", "WER oracle", "CER clvp", "CER random", "CER oracle"],
                        [[r["n"], r["wer_clvp"], r["wer_random"], r["wer_oracle"], r["cer_clvp"], r["cer_random"],
@@ -806,6 +824,7 @@ def main() -> None:
         result = merge(args)
         print_quality(result)
         finish(args.out, result)
+        plot_quality(result, args.out)
         return
     try:
         args.shard_index, args.shard_count = (int(part) for part in args.shard.split("/"))
@@ -818,6 +837,7 @@ def main() -> None:
     result = quality(args)
     print_quality(result)
     finish(args.out, result)
+    plot_quality(result, args.out)
 
 
 if __name__ == "__main__":

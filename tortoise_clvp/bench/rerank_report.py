@@ -847,16 +847,22 @@ def _write_plots(data: Mapping[str, Any], out_dir: Path) -> list[Path] | None:
     paths.append(save(fig, "stability.png"))
 
     if data.get("asr") is not None:
-        rows = data["asr"]["best_of_n"]
-        fig = Figure(figsize=(5.5, 3.8))
-        ax = fig.add_subplot(1, 1, 1)
-        for choice, style in (("clvp", "o-"), ("random", "s--"), ("oracle", "^:")):
-            ax.plot([row["n"] for row in rows], [row[f"wer_{choice}"] for row in rows], style, label=choice)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("N (candidates)")
-        ax.set_ylabel("WER (mean over texts and seeds)")
-        ax.set_title("Best of N by ear")
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        paths.append(save(fig, "asr_best_of_n.png"))
+        paths.append(save(best_of_n_figure(data["asr"]["best_of_n"], Figure), "asr_best_of_n.png"))
     return paths
+
+
+def best_of_n_figure(rows: Sequence[Mapping[str, Any]], Figure: Any, title: str = "Best of N by ear") -> Any:
+    """WER against N (log scale) for CLVP's pick, a random pick and the ASR-best, from `best_of_n_rows` rows;
+    `Figure` is matplotlib's (passed in, so matplotlib stays optional)."""
+    fig = Figure(figsize=(5.5, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    for choice, style in (("clvp", "o-"), ("random", "s--"), ("oracle", "^:")):
+        ax.plot([row["n"] for row in rows], [row[f"wer_{choice}"] for row in rows], style, label=choice)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([row["n"] for row in rows], [str(row["n"]) for row in rows])
+    ax.set_xlabel("N (candidates)")
+    ax.set_ylabel("WER (mean over texts and seeds)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
