@@ -92,6 +92,7 @@ from tortoise_clvp.bench.best_of_n import (  # noqa: E402
     candidate_audio,
     clvp_pick,
     hear,
+    mean_interval,
     noise_split,
     pick_gain,
     sampling_order_latents,
@@ -532,12 +533,22 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
     rhos = [r for r in (text_correlation(s) for s in by_text.values()) if r is not None]
     unpruned_wer = sum(i["wer"][clvp_pick(i["scores"], largest)] for i in items) / len(items)
     unpruned_steps = sum(i["unpruned_batch_steps"] for i in items)
+    items_by_text: dict[str, list[dict]] = {}
+    for item in items:
+        items_by_text.setdefault(item["text"], []).append(item)
     pruning = []
     for checkpoint, keep, score in settings:
         key = f"{checkpoint}/{keep}/{score}"
         rows = [i["prune"][key] for i in items]
+        change = {metric: mean_interval([statistics.fmean(i["prune"][key][metric] - i[metric][clvp_pick(i["scores"],
+                                                                                                       largest)]
+                                                          for i in group) for group in items_by_text.values()])
+                  for metric in ("wer", "cer")}
         pruning.append({"checkpoint": checkpoint, "keep": keep, "score": score,
                         "wer": sum(r["wer"] for r in rows) / len(rows), "unpruned_wer": unpruned_wer,
+                        "cer": sum(r["cer"] for r in rows) / len(rows),
+                        # pruned - unpruned per text (seeds averaged), with its 95 % interval over texts
+                        **{f"{metric}_change": list(interval) for metric, interval in change.items()},
                         "agreement": sum(r["agrees"] for r in rows) / len(rows),
                         "batch_steps_saved": 1 - sum(r["batch_steps"] for r in rows) / unpruned_steps})
     real = [i["real_pruned"] for i in items]
@@ -738,9 +749,11 @@ def print_quality(result: dict[str, Any]) -> None:
                         for g in result["clvp_gain"]], digits=3))
     s = result["spearman"]
     print(f"Spearman(CLVP score, WER) per text: mean {s['mean']}, negative in {s['negative_fraction']} of {s['texts']}")
-    print(format_table(["checkpoint", "keep", "score", "WER", "unpruned WER", "agreement", "steps saved"],
-                       [[p["checkpoint"], p["keep"], p["score"], p["wer"], p["unpruned_wer"], p["agreement"],
-                         p["batch_steps_saved"]] for p in result["pruning"]], digits=3))
+    print(format_table(["checkpoint", "keep", "score", "WER", "unpruned WER", "WER change (95 %)", "CER change (95 %)",
+                        "agreement", "steps saved"],
+                       [[p["checkpoint"], p["keep"], p["score"], p["wer"], p["unpruned_wer"],
+                         *(f"{m:+.3f} ({lo:+.3f} .. {hi:+.3f})" for m, lo, hi in (p["wer_change"], p["cer_change"])),
+                         p["agreement"], p["batch_steps_saved"]] for p in result["pruning"]], digits=3))
     for key in ("real_pruned", "int8", "presets"):
         if key in result:
             print(f"{key}: {result[key]}")

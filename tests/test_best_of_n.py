@@ -17,6 +17,7 @@ from tortoise_clvp.bench.best_of_n import (
     best_of_n_rows,
     clvp_pick,
     noise_split,
+    mean_interval,
     oracle_pick,
     pick_gain,
     spearman,
@@ -92,6 +93,14 @@ def test_pick_gain_averages_seeds_within_a_text_then_texts_by_hand():
     one = pick_gain([a, b], 1, "cer")
     assert one.difference == 0.0 and one.low == one.high == 0.0
     assert pick_gain([b], 2).low == pick_gain([b], 2).high == pytest.approx(-0.5)
+
+
+def test_mean_interval_by_hand():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])  # stdev 1
+    assert mean == 2.0 and (low, high) == (pytest.approx(2 - 1.96 / 3 ** 0.5), pytest.approx(2 + 1.96 / 3 ** 0.5))
+    assert mean_interval([0.5]) == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="at least one"):
+        mean_interval([])
 
 
 def test_pick_gain_refuses_bad_input():

@@ -132,11 +132,19 @@ def pick_gain(sets_by_text: Sequence[Sequence[CandidateErrors]], n: int, metric:
             chosen += errors[clvp_pick(s.scores, n)]
             random += sum(errors[:n]) / n
         pairs.append((chosen / len(sets), random / len(sets)))
-    differences = [c - r for c, r in pairs]
-    mean = statistics.fmean(differences)
-    half = 1.96 * statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    mean, low, high = mean_interval([c - r for c, r in pairs])
     return PickGain(n, metric, len(pairs), statistics.fmean(c for c, _ in pairs),
-                    statistics.fmean(r for _, r in pairs), mean, mean - half, mean + half)
+                    statistics.fmean(r for _, r in pairs), mean, low, high)
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of independent values and its 95 % interval by the normal approximation
+    (1.96 standard errors); zero width for a single value."""
+    if not values:
+        raise ValueError("need at least one value")
+    mean = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, mean - half, mean + half
 
 def average_ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, ascending; tied values share the mean of the ranks they span."""
