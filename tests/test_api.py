@@ -166,6 +166,29 @@ def test_generate_makes_repeatable_audio_and_saves_it(tts, speech_clip, tmp_path
     assert rate == 24000 and data.shape[0] == speech.waveform.shape[0]
 
 
+
+def test_generate_with_pruning_finishes_the_kept_candidates_of_sample_pruned(tts, speech_clip):
+    from tortoise_clvp.pipeline.pruning import PruneOptions, expected_speech_tokens, sample_pruned
+
+    decoding = DecodingOptions(num_candidates=4, batch_size=2, max_new_tokens=24)
+    prune = PruneOptions(at_tokens=3, keep=0.5)
+    options = replace(_tiny_generation(k=2), decoding=decoding, prune=prune)
+    speech = tts.generate("Hello there.", [speech_clip], options, seed=5)
+    result = speech.candidates
+    assert result.raw_codes.shape[0] == 2 and len(speech.waveforms) == 2  # 4 sampled, 2 finished and ranked
+    conditioning = tts.get_conditioning([speech_clip])
+    direct = sample_pruned(tts.models.autoregressive, conditioning.autoregressive, result.text_ids, decoding, prune,
+                           torch.Generator().manual_seed(5), tts.models.clvp,
+                           expected_speech_tokens(tts.models.tokenizer.clean("Hello there.")))
+    assert torch.equal(result.raw_codes, direct.codes.cpu())
+    again = tts.generate("Hello there.", [speech_clip], options, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(speech.waveforms, again.waveforms))
+    with pytest.raises(OptionsError, match="k=3 best candidates requested but only 2 are finished"):
+        tts.generate("Hello there.", [speech_clip], replace(options, k=3), seed=5)
+    shared = TextToSpeech(tts.models, sampler=lambda *args, **kwargs: None)  # a server's shared decoder
+    with pytest.raises(OptionsError, match="shares its decoder"):
+        shared.generate("Hello there.", [speech_clip], options, seed=5)
+
 def test_generate_accepts_a_preset_name_and_conditioning(tts, speech_clips):
     conditioning = tts.get_conditioning([speech_clips["mono_24k"]], seed=1)
     assert conditioning.diffusion is not None

@@ -63,6 +63,27 @@ def test_speak_writes_audio_and_reports(env):
     assert not list(env.glob(".hello.wav.chunks*"))  # the work folder is gone once the run completes
 
 
+
+def test_speak_with_pruning_gives_the_api_s_audio_and_checks_its_options(env, tiny_model_dir, speech_clips):
+    from tortoise_clvp.pipeline.pruning import PruneOptions
+
+    out = env / "pruned.wav"
+    result = _speak("Hello there.", "--voice", str(speech_clips["mono_22k"]), "-o", str(out), "--seed", "2",
+                    "--candidates", "4", "--prune-at", "2", "--prune-keep", "0.5")
+    assert result.exit_code == 0, result.output
+    from_cli, _ = soundfile.read(out, dtype="float32")
+    options = fast_options()
+    options = replace(options, decoding=options.decoding.with_candidates(4), prune=PruneOptions(at_tokens=2, keep=0.5))
+    speech = TextToSpeech.from_local(tiny_model_dir).generate("Hello there.", [speech_clips["mono_22k"]], options,
+                                                              seed=2)
+    np.testing.assert_array_equal(from_cli, speech.waveform.clamp(-1, 1).numpy())
+    for args, message in ((["--prune-keep", "0.5"], "need --prune-at"),
+                          (["--prune-at", "2", "--prune-score", "loudness"], "score must be 'logprob' or 'clvp'"),
+                          (["--prune-at", "2", "--prune-keep", "0"], "keep must be in (0, 1]")):
+        result = _speak("Hi.", "--voice", "alice", "-o", str(env / "bad.wav"), *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (env / "bad.wav").exists()
+
 def test_cli_and_api_give_the_same_audio_for_a_seed(env, tiny_model_dir, speech_clips):
     """One conditioning path: the CLI (through the latent cache) and `generate` crop the clip alike, so the same
     seed and clip give the same samples. The clip is longer than the 6 s crop, so a seed-dependent crop would differ."""

@@ -30,6 +30,7 @@ from .pipeline.conditioning import (
 )
 from .pipeline.decoding import DecodingOptions, check_lengths, sample_candidates
 from .pipeline.diffusion import latents_to_mel
+from .pipeline.pruning import PruneOptions, expected_speech_tokens, sample_pruned
 from .pipeline.rerank import RankedCandidates, rank, score_candidates
 from .pipeline.samplers import SamplerOptions
 from .pipeline.trimming import (
@@ -266,17 +267,24 @@ class TextToSpeech:
         seed: int | None = None,
         clvp_batch_size: int = 16,
         progress: Progress | None = None,
+        prune: PruneOptions | None = None,
     ) -> CandidateResult:
         """Sample `options.num_candidates` speech-token candidates, rank them with CLVP, and return the `k` best
         with their diffusion latents. The same `seed` gives the same result; None draws one (reported back).
-        progress: the stages "conditioning" (clips only), "sampling", "candidates finished" and "reranking"."""
+        prune: finish only the best `prune.keep` of the candidates (`pipeline.pruning.sample_pruned`, row-keyed
+        draws); the result then holds just those. progress: the stages "conditioning" (clips only), "sampling"
+        (not reported while pruning), "candidates finished" and "reranking"."""
         if not isinstance(options, DecodingOptions):
             raise OptionsError(f"candidates() takes DecodingOptions, got {type(options).__name__}")
+        if prune is not None and self.sampler is not sample_candidates:
+            raise OptionsError("pruning decodes with its own sampler, and this TextToSpeech shares its decoder "
+                               "(a server's): leave prune unset here")
         seed = seed_or_draw(seed)
         batches = options.batch_sizes()
-        total = sum(batches)
+        total = sum(batches) if prune is None else prune.kept(sum(batches))
         if not 1 <= k <= total:
-            raise OptionsError(f"k={k} best candidates requested but only {total} are sampled; use 1 <= k <= {total}")
+            raise OptionsError(f"k={k} best candidates requested but only {total} are "
+                               f"{'sampled' if prune is None else 'finished'}; use 1 <= k <= {total}")
         timings: dict[str, float] = {}
         models = self.models
 
@@ -293,10 +301,17 @@ class TextToSpeech:
             progress("candidates finished", finished, total)
 
         generator = torch.Generator(self.device).manual_seed(seed)
-        raw = self.sampler(
-            models.autoregressive, conditioning.autoregressive, text_ids, options, generator,
-            on_step=None if progress is None else on_step,
-        )
+        if prune is None:
+            raw = self.sampler(
+                models.autoregressive, conditioning.autoregressive, text_ids, options, generator,
+                on_step=None if progress is None else on_step,
+            )
+        else:
+            expected = expected_speech_tokens(self.models.tokenizer.clean(text))
+            raw = sample_pruned(models.autoregressive, conditioning.autoregressive, text_ids, options, prune,
+                                generator, models.clvp, expected).codes
+            if progress is not None:
+                progress("candidates finished", total, total)
         timings["sampling"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -342,7 +357,8 @@ class TextToSpeech:
         start = time.perf_counter()
         conditioning = self._conditioning(voice, progress)
         conditioned_in = time.perf_counter() - start
-        result = self.candidates(text, conditioning, options.decoding, options.k, seed, options.clvp_batch_size, progress)
+        result = self.candidates(text, conditioning, options.decoding, options.k, seed, options.clvp_batch_size, progress,
+                                 options.prune)
         timings = dict(result.timings)
         timings["conditioning"] += conditioned_in
 

@@ -188,7 +188,7 @@ class _Progress:
             typer.echo(message, err=True)
 
 
-def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep):
+def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, steps, keep, prune=None):
     """The preset with the command line's overrides."""
     from .presets import preset
 
@@ -200,7 +200,7 @@ def _generation_options(preset_name, faithful, candidates, max_tokens, sampler, 
         decoding = replace(decoding, max_new_tokens=max_tokens)
     if sampler is not None or steps is not None:
         diffusion = replace(diffusion, sampler=sampler or diffusion.sampler, steps=steps or diffusion.steps)
-    return replace(options, decoding=decoding, diffusion=diffusion, k=keep)
+    return replace(options, decoding=decoding, diffusion=diffusion, k=keep, prune=prune or options.prune)
 
 
 @app.command()
@@ -216,6 +216,9 @@ def speak(
     sampler: Annotated[Optional[str], typer.Option(help="Diffusion sampler: p, ddim, dpm++2m (default: the preset's).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Diffusion steps (default: the preset's).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default 500).")] = None,
+    prune_at: Annotated[Optional[int], typer.Option(min=1, help="Early pruning: after this many tokens, finish only the best --prune-keep of the candidates.")] = None,
+    prune_keep: Annotated[float, typer.Option(help="Fraction of the candidates finished when pruning.")] = 0.25,
+    prune_score: Annotated[str, typer.Option(help="What pruning ranks by: logprob (the decoder's mean log-probability so far) or clvp.")] = "logprob",
     models_dir: ModelsDir = None,
     voices_dir: VoicesDir = [],  # noqa: B006
     device: Device = "cpu",
@@ -236,11 +239,18 @@ def speak(
             _fail("--keep needs an output file")
         paths = [] if to_stdout else _output_paths(output, keep, overwrite)
         _check_dtype(dtype)
+        prune = None
+        if prune_at is None and (prune_keep != 0.25 or prune_score != "logprob"):
+            _fail("--prune-keep and --prune-score need --prune-at (the tokens after which to prune)")
+        if prune_at is not None:
+            from .pipeline.pruning import PruneOptions
+
+            prune = PruneOptions(at_tokens=prune_at, keep=prune_keep, score=prune_score)
         spec = _voice_spec(voice, voices_dir)
         started = time.perf_counter()
         with _Progress(quiet or to_stdout) as progress:
             def options_of(name: str):
-                return _generation_options(name, faithful, candidates, max_tokens, sampler, steps, keep)
+                return _generation_options(name, faithful, candidates, max_tokens, sampler, steps, keep, prune)
 
             options = None if preset_name is None else options_of(preset_name)  # a bad name fails before loading
             tts = _load(models_dir, device, dtype, compile, progress)

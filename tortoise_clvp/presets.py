@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from .errors import OptionsError
 from .pipeline.decoding import FAITHFUL_DECODING, DecodingOptions
+from .pipeline.pruning import PruneOptions
 from .pipeline.samplers import SamplerOptions
 from .pipeline.sampling import FAITHFUL_SAMPLING, SamplingOptions
 
@@ -20,12 +21,15 @@ class GenerationOptions:
     decoding: candidate sampling (how many, how chosen). diffusion: the spectrogram sampler.
     k: how many of the best-ranked candidates become waveforms (the first is the answer).
     clvp_batch_size: candidates CLVP scores at once (memory vs speed).
+    prune: stop decoding most candidates part of the way in and finish only the best (`pipeline.pruning`); None
+        finishes every candidate. Measured on the bundled model in benchmarks/README.md ("Best of N, 100 x 2").
     """
 
     decoding: DecodingOptions = field(default_factory=DecodingOptions)
     diffusion: SamplerOptions = field(default_factory=SamplerOptions)
     k: int = 1
     clvp_batch_size: int = 16
+    prune: PruneOptions | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:

@@ -146,6 +146,7 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
     half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return mean, mean - half, mean + half
 
+
 def average_ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, ascending; tied values share the mean of the ranks they span."""
     order = sorted(range(len(values)), key=lambda index: values[index])
