@@ -526,28 +526,25 @@ def merge(args: argparse.Namespace) -> dict[str, Any]:
 
 def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest: int) -> dict[str, Any]:
     """The tables: best of N, Spearman per text, pruning settings, int8 and presets."""
+    groups: dict[str, list[int]] = {}  # item numbers per text: a text's seeds are not independent of each other
+    for number, item in enumerate(items):
+        groups.setdefault(item["text"], []).append(number)
     sets = [CandidateErrors(tuple(i["scores"]), tuple(i["wer"]), tuple(i["cer"])) for i in items]
-    by_text: dict[str, list[CandidateErrors]] = {}
-    for item, s in zip(items, sets):
-        by_text.setdefault(item["text"], []).append(s)
-    rhos = [r for r in (text_correlation(s) for s in by_text.values()) if r is not None]
-    unpruned_wer = sum(i["wer"][clvp_pick(i["scores"], largest)] for i in items) / len(items)
+    by_text = [[sets[n] for n in group] for group in groups.values()]
+    rhos = [r for r in (text_correlation(s) for s in by_text) if r is not None]
+    picks = [clvp_pick(i["scores"], largest) for i in items]
+    unpruned_wer = sum(i["wer"][pick] for i, pick in zip(items, picks)) / len(items)
     unpruned_steps = sum(i["unpruned_batch_steps"] for i in items)
-    items_by_text: dict[str, list[dict]] = {}
-    for item in items:
-        items_by_text.setdefault(item["text"], []).append(item)
     pruning = []
     for checkpoint, keep, score in settings:
         key = f"{checkpoint}/{keep}/{score}"
         rows = [i["prune"][key] for i in items]
-        change = {metric: mean_interval([statistics.fmean(i["prune"][key][metric] - i[metric][clvp_pick(i["scores"],
-                                                                                                       largest)]
-                                                          for i in group) for group in items_by_text.values()])
-                  for metric in ("wer", "cer")}
+        # pruned - unpruned pick, seeds averaged per text, with its 95 % interval over texts
+        change = {metric: mean_interval([statistics.fmean(rows[n][metric] - items[n][metric][picks[n]] for n in group)
+                                         for group in groups.values()]) for metric in ("wer", "cer")}
         pruning.append({"checkpoint": checkpoint, "keep": keep, "score": score,
                         "wer": sum(r["wer"] for r in rows) / len(rows), "unpruned_wer": unpruned_wer,
                         "cer": sum(r["cer"] for r in rows) / len(rows),
-                        # pruned - unpruned per text (seeds averaged), with its 95 % interval over texts
                         **{f"{metric}_change": list(interval) for metric, interval in change.items()},
                         "agreement": sum(r["agrees"] for r in rows) / len(rows),
                         "batch_steps_saved": 1 - sum(r["batch_steps"] for r in rows) / unpruned_steps})
@@ -555,7 +552,7 @@ def summarize(items: list[dict], grid: list[int], settings: list[tuple], largest
     summary: dict[str, Any] = {
         "best_of_n": best_of_n_rows(sets, grid),
         "clvp_gain": [{**asdict(gain), "relative": gain.relative} for gain in
-                      (pick_gain(list(by_text.values()), n, metric) for metric in ("wer", "cer") for n in grid)],
+                      (pick_gain(by_text, n, metric) for metric in ("wer", "cer") for n in grid)],
         "spearman": {"texts": len(rhos), "mean": sum(rhos) / len(rhos) if rhos else None,
                      "negative_fraction": sum(r < 0 for r in rhos) / len(rhos) if rhos else None},
         "pruning": pruning,

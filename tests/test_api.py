@@ -166,7 +166,6 @@ def test_generate_makes_repeatable_audio_and_saves_it(tts, speech_clip, tmp_path
     assert rate == 24000 and data.shape[0] == speech.waveform.shape[0]
 
 
-
 def test_generate_with_pruning_finishes_the_kept_candidates_of_sample_pruned(tts, speech_clip):
     from tortoise_clvp.pipeline.pruning import PruneOptions, expected_speech_tokens, sample_pruned
 
@@ -188,6 +187,7 @@ def test_generate_with_pruning_finishes_the_kept_candidates_of_sample_pruned(tts
     shared = TextToSpeech(tts.models, sampler=lambda *args, **kwargs: None)  # a server's shared decoder
     with pytest.raises(OptionsError, match="shares its decoder"):
         shared.generate("Hello there.", [speech_clip], options, seed=5)
+
 
 def test_generate_accepts_a_preset_name_and_conditioning(tts, speech_clips):
     conditioning = tts.get_conditioning([speech_clips["mono_24k"]], seed=1)

@@ -16,8 +16,8 @@ from tortoise_clvp.bench.best_of_n import (
     average_ranks,
     best_of_n_rows,
     clvp_pick,
-    noise_split,
     mean_interval,
+    noise_split,
     oracle_pick,
     pick_gain,
     spearman,
@@ -78,7 +78,6 @@ def test_bad_tables_are_rejected():
         best_of_n_rows([], [1])
 
 
-
 def test_pick_gain_averages_seeds_within_a_text_then_texts_by_hand():
     # text A, two seeds: CLVP picks 0.0 where random is 0.5, then 1.0 where random is 0.5 -> difference 0
     a = [_set([0.0, 1.0], [1.0, 0.0]), _set([0.0, 1.0], [0.0, 1.0])]
@@ -110,6 +109,7 @@ def test_pick_gain_refuses_bad_input():
         pick_gain([[]], 1)
     with pytest.raises(ValueError, match="needs 2 candidates"):
         pick_gain([[_set([0.0], [0.0])]], 2)
+
 
 def test_spearman_by_hand():
     assert average_ranks([10, 20, 20, 5]) == [2.0, 3.5, 3.5, 1.0]

@@ -63,7 +63,6 @@ def test_speak_writes_audio_and_reports(env):
     assert not list(env.glob(".hello.wav.chunks*"))  # the work folder is gone once the run completes
 
 
-
 def test_speak_with_pruning_gives_the_api_s_audio_and_checks_its_options(env, tiny_model_dir, speech_clips):
     from tortoise_clvp.pipeline.pruning import PruneOptions
 
@@ -83,6 +82,7 @@ def test_speak_with_pruning_gives_the_api_s_audio_and_checks_its_options(env, ti
         result = _speak("Hi.", "--voice", "alice", "-o", str(env / "bad.wav"), *args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not (env / "bad.wav").exists()
+
 
 def test_cli_and_api_give_the_same_audio_for_a_seed(env, tiny_model_dir, speech_clips):
     """One conditioning path: the CLI (through the latent cache) and `generate` crop the clip alike, so the same

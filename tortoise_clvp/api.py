@@ -307,7 +307,7 @@ class TextToSpeech:
                 on_step=None if progress is None else on_step,
             )
         else:
-            expected = expected_speech_tokens(self.models.tokenizer.clean(text))
+            expected = expected_speech_tokens(models.tokenizer.clean(text))
             raw = sample_pruned(models.autoregressive, conditioning.autoregressive, text_ids, options, prune,
                                 generator, models.clvp, expected).codes
             if progress is not None:

@@ -217,8 +217,8 @@ def speak(
     steps: Annotated[Optional[int], typer.Option(min=1, help="Diffusion steps (default: the preset's).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(min=1, help="Speech tokens per candidate at most (default 500).")] = None,
     prune_at: Annotated[Optional[int], typer.Option(min=1, help="Early pruning: after this many tokens, finish only the best --prune-keep of the candidates.")] = None,
-    prune_keep: Annotated[float, typer.Option(help="Fraction of the candidates finished when pruning.")] = 0.25,
-    prune_score: Annotated[str, typer.Option(help="What pruning ranks by: logprob (the decoder's mean log-probability so far) or clvp.")] = "logprob",
+    prune_keep: Annotated[Optional[float], typer.Option(help="Fraction of the candidates finished when pruning (default 0.25).")] = None,
+    prune_score: Annotated[Optional[str], typer.Option(help="What pruning ranks by: logprob (the decoder's mean log-probability so far; the default) or clvp.")] = None,
     models_dir: ModelsDir = None,
     voices_dir: VoicesDir = [],  # noqa: B006
     device: Device = "cpu",
@@ -240,12 +240,13 @@ def speak(
         paths = [] if to_stdout else _output_paths(output, keep, overwrite)
         _check_dtype(dtype)
         prune = None
-        if prune_at is None and (prune_keep != 0.25 or prune_score != "logprob"):
+        given = {name: value for name, value in (("keep", prune_keep), ("score", prune_score)) if value is not None}
+        if prune_at is None and given:
             _fail("--prune-keep and --prune-score need --prune-at (the tokens after which to prune)")
         if prune_at is not None:
             from .pipeline.pruning import PruneOptions
 
-            prune = PruneOptions(at_tokens=prune_at, keep=prune_keep, score=prune_score)
+            prune = PruneOptions(at_tokens=prune_at, **given)  # its own defaults for what is not given
         spec = _voice_spec(voice, voices_dir)
         started = time.perf_counter()
         with _Progress(quiet or to_stdout) as progress:

@@ -95,7 +95,6 @@ def best_of_n_rows(sets: Sequence[CandidateErrors], grid: Sequence[int]) -> list
     return rows
 
 
-
 @dataclass(frozen=True)
 class PickGain:
     """How much CLVP's pick of N lowers an error rate against a random pick, with texts as the independent units."""
